@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! The single kernel-launch helper. Every frugal entry point launches through `frugal::launch`,
+//! so host SIMT mode can take launches over without touching the kernels.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#include <cstddef>
+#include <utility>
+
+namespace frugal {
+
+//! Launch geometry and stream of one kernel launch.
+struct launch_config {
+  dim3 grid{1, 1, 1};
+  dim3 block{1, 1, 1};
+  std::size_t shared_bytes = 0;  //!< dynamic shared memory, see frugal::dynamic_shared
+  cudaStream_t stream = nullptr;
+};
+
+//! Launches `kernel` with `config`, converting `args` to the kernel's parameter types.
+//! An empty grid launches nothing and succeeds (CUDA itself rejects a zero grid dimension).
+//! Returns the launch error, if any; it does not synchronize.
+template <class... Params, class... Args>
+status launch(void (*kernel)(Params...), const launch_config& config, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "frugal::launch: wrong number of kernel arguments");
+  if (config.grid.x == 0 || config.grid.y == 0 || config.grid.z == 0) return status{};
+#if defined(FRUGAL_HOST_SIMT)
+  // Each emulated thread calls the kernel with its own copies of the arguments, as on a GPU.
+  auto body = [&] { kernel(Params(args)...); };
+  using body_t = decltype(body);
+  host_simt::detail::kernel_body invoke{[](void* b) { (*static_cast<body_t*>(b))(); }, &body};
+  return status::from_cuda(host_simt::detail::launch(reinterpret_cast<const void*>(kernel),
+                                                     config.grid, config.block, config.shared_bytes,
+                                                     config.stream, invoke));
+#elif defined(__CUDACC__)
+  kernel<<<config.grid, config.block, config.shared_bytes, config.stream>>>(std::forward<Args>(args)...);
+  return status::from_cuda(cudaGetLastError());
+#else
+  static_assert(sizeof(kernel) == 0, "frugal::launch: compile kernels with nvcc, or with the host compiler in host SIMT mode");
+  return status::unsupported("frugal::launch: no kernel compiler");
+#endif
+}
+
+//! Raises the dynamic shared memory `kernel` may use to `bytes` (needed above 48 KiB).
+template <class... Params>
+status allow_dynamic_shared(void (*kernel)(Params...), std::size_t bytes) {
+  if (bytes <= 48 * 1024) return status{};
+  return status::from_cuda(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+//! Number of multiprocessors of the current device (host SIMT: the emulated device's).
+inline status multiprocessor_count(int& count) {
+  int device = 0;
+  FRUGAL_TRY(status::from_cuda(cudaGetDevice(&device)));
+  return status::from_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+}
+
+}  // namespace frugal

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Thread level: a 64-bit key that orders (value, index) pairs the way frugal selects them.
+//!
+//! key(v, i) > key(w, j)  iff  v > w, or v == w and i < j, where NaN is smaller than every number
+//! (all NaNs are equal to each other) and -0.0 == +0.0. Keys of distinct indices are distinct, so
+//! "the k largest keys" is a well-defined set with no ties left: selecting keys gives the tie rule
+//! "lower index wins" and distinct indices for free. Key 0 is never produced; it marks an empty slot.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#include <cstdint>
+#include <cstring>
+
+namespace frugal {
+
+using topk_key = unsigned long long;
+
+//! The empty key: smaller than the key of any (value, index).
+inline constexpr topk_key empty_topk_key = 0;
+
+//! Largest index a key can carry.
+inline constexpr std::uint32_t max_topk_index = 0xfffffffeu;
+
+template <class To, class From>
+FRUGAL_HOST_DEVICE To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "frugal::bit_cast: sizes differ");
+  To to;
+  std::memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
+FRUGAL_HOST_DEVICE std::uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  return bit_cast<std::uint32_t>(x);
+#endif
+}
+
+//! Maps fp32 to uint32 so that unsigned order is value order: NaN -> 0, -0.0 -> +0.0.
+FRUGAL_HOST_DEVICE std::uint32_t ordered_bits(float x) {
+  if (x != x) return 0u;
+  std::uint32_t b = x == 0.0f ? 0u : float_bits(x);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+//! Inverse of ordered_bits (0 decodes to a quiet NaN, the canonical zero to +0.0).
+FRUGAL_HOST_DEVICE float from_ordered_bits(std::uint32_t o) {
+  if (o == 0u) return bit_cast<float>(0x7fc00000u);
+  return bit_cast<float>((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
+}
+
+FRUGAL_HOST_DEVICE topk_key make_topk_key(float value, std::uint32_t index) {
+  return (topk_key(ordered_bits(value)) << 32) | topk_key(0xffffffffu - index);
+}
+
+FRUGAL_HOST_DEVICE std::uint32_t topk_key_index(topk_key key) {
+  return 0xffffffffu - std::uint32_t(key & 0xffffffffu);
+}
+
+FRUGAL_HOST_DEVICE float topk_key_value(topk_key key) {
+  return from_ordered_bits(std::uint32_t(key >> 32));
+}
+
+}  // namespace frugal

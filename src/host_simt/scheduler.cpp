@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: Apache-2.0
+// The host SIMT scheduler: runs a grid block by block, each block's threads as fibers, switching
+// only at rendezvous points. Every rendezvous yields to the scheduler, which resumes runnable
+// threads in linear order or, when shuffled, in a seeded random order.
+#include <frugal/host_simt/host_simt.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fiber.hpp"
+#include "state.hpp"
+
+namespace frugal::host_simt {
+
+namespace detail {
+
+thread_local const coords* current = nullptr;
+
+namespace {
+
+struct schedule_choice {
+  bool chosen = false;
+  schedule kind = schedule::in_order;
+  unsigned long long seed = 0;
+};
+thread_local schedule_choice chosen_schedule;
+thread_local std::string last_error;
+thread_local launch_state* running_launch = nullptr;
+thread_local std::vector<std::unique_ptr<fiber_stack>> stack_pool;
+thread_local std::size_t stack_pool_bytes = 0;
+
+struct warp_pending {
+  warp_op op;
+  const char* name;
+  unsigned mask;
+  unsigned arrived;
+  std::uint64_t value[32];
+  int param[32];
+  int width;
+};
+
+struct sim_thread {
+  coords where;
+  fiber_context context;
+  bool done = false;
+  bool blocked = false;
+  const char* waiting_in = nullptr;  // name of the rendezvous a blocked thread waits in
+  unsigned waiting_mask = 0;
+  std::uint64_t result = 0;
+};
+
+}  // namespace
+
+struct launch_state {
+  kernel_body body;
+  dim3 grid, block;
+  unsigned threads_per_block = 0;
+  unsigned warps_per_block = 0;
+  std::vector<sim_thread> threads;
+  std::vector<std::vector<warp_pending>> warps;  // pending collectives per warp
+  std::vector<unsigned char> dynamic_shared;
+  unsigned live = 0;               // threads of the block that have not exited
+  unsigned barrier_arrived = 0;
+  unsigned barrier_true = 0;
+  sim_thread* running = nullptr;
+  fiber_context scheduler;
+  bool shuffled = false;
+  std::mt19937_64 rng;
+  bool failed = false;
+  std::string error;
+};
+
+namespace {
+
+std::string describe(const uint3& t) {
+  return "(" + std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+}
+
+std::string hex(unsigned v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+void yield_to_scheduler() {
+  launch_state& L = *running_launch;
+  sim_thread* self = L.running;
+  switch_fiber(self->context, L.scheduler);
+}
+
+// Records the first error of the launch and abandons the block: the scheduler never resumes a
+// fiber of a failed launch.
+[[noreturn]] void fail(const std::string& what) {
+  launch_state& L = *running_launch;
+  if (!L.failed) {
+    L.failed = true;
+    L.error = "block " + describe(L.running->where.block_idx) + " thread " +
+              describe(L.running->where.thread_idx) + ": " + what;
+  }
+  L.running->blocked = true;
+  yield_to_scheduler();
+  std::abort();  // unreachable: a failed launch never resumes its fibers
+}
+
+unsigned linear_of(const sim_thread& t, const launch_state& L) {
+  return t.where.thread_idx.x + L.block.x * (t.where.thread_idx.y + L.block.y * t.where.thread_idx.z);
+}
+
+// Lanes of warp `w` that exist (the last warp of a block may be partial).
+unsigned existing_lanes(const launch_state& L, unsigned w) {
+  unsigned first = w * 32, n = std::min(32u, L.threads_per_block - first);
+  return n == 32 ? 0xffffffffu : ((1u << n) - 1u);
+}
+
+void release_barrier_if_complete() {
+  launch_state& L = *running_launch;
+  if (L.barrier_arrived == 0 || L.barrier_arrived != L.live) return;
+  const std::uint64_t result = (std::uint64_t(L.barrier_arrived) << 32) | L.barrier_true;
+  for (auto& t : L.threads) {
+    if (!t.done && t.blocked && t.waiting_mask == 0 && t.waiting_in) {
+      t.blocked = false;
+      t.waiting_in = nullptr;
+      t.result = result;
+    }
+  }
+  L.barrier_arrived = 0;
+  L.barrier_true = 0;
+}
+
+extern "C" void fiber_entry() {
+  launch_state& L = *running_launch;
+  L.body.invoke(L.body.context);
+  sim_thread* self = L.running;
+  self->done = true;
+  --L.live;
+  release_barrier_if_complete();  // exited threads no longer hold a barrier back
+  switch_fiber(self->context, L.scheduler);
+  std::abort();  // a finished fiber is never resumed
+}
+
+std::string deadlock_report(const launch_state& L) {
+  std::string s = "deadlock: no thread of the block can run;";
+  int shown = 0;
+  for (const auto& t : L.threads) {
+    if (t.done || !t.blocked) continue;
+    if (shown++ == 8) {
+      s += " ...";
+      break;
+    }
+    s += " thread " + describe(t.where.thread_idx) + " waits in " + t.waiting_in;
+    if (t.waiting_mask) {
+      unsigned w = linear_of(t, L) / 32, exited = 0;
+      for (unsigned lane = 0; lane < 32; ++lane)
+        if ((t.waiting_mask >> lane & 1u) && w * 32 + lane < L.threads_per_block &&
+            L.threads[w * 32 + lane].done)
+          exited |= 1u << lane;
+      s += " (mask " + hex(t.waiting_mask) + (exited ? ", exited lanes " + hex(exited) : "") + ")";
+    }
+    s += ";";
+  }
+  return s;
+}
+
+void run_block(launch_state& L, uint3 block_idx) {
+  const std::size_t n = L.threads_per_block;
+  for (std::size_t i = 0; i < n; ++i) {
+    sim_thread& t = L.threads[i];
+    t = sim_thread{};
+    t.where.thread_idx = uint3{unsigned(i % L.block.x), unsigned(i / L.block.x % L.block.y),
+                               unsigned(i / (std::size_t(L.block.x) * L.block.y))};
+    t.where.block_idx = block_idx;
+    t.where.block_dim = L.block;
+    t.where.grid_dim = L.grid;
+    make_fiber(t.context, *stack_pool[i], fiber_entry);
+  }
+  for (auto& w : L.warps) w.clear();
+  L.live = unsigned(n);
+  L.barrier_arrived = L.barrier_true = 0;
+
+  std::vector<sim_thread*> order;
+  order.reserve(n);
+  while (L.live > 0 && !L.failed) {
+    order.clear();
+    for (auto& t : L.threads)
+      if (!t.done && !t.blocked) order.push_back(&t);
+    if (order.empty()) {
+      L.failed = true;
+      L.error = "block " + describe(block_idx) + ": " + deadlock_report(L);
+      break;
+    }
+    if (L.shuffled) std::shuffle(order.begin(), order.end(), L.rng);
+    for (sim_thread* t : order) {
+      if (t->done || t->blocked) continue;
+      L.running = t;
+      current = &t->where;
+      switch_fiber(L.scheduler, t->context);
+      current = nullptr;
+      if (L.failed) break;
+    }
+  }
+  L.running = nullptr;
+}
+
+}  // namespace
+
+std::uint64_t block_barrier(int predicate, const char* name) {
+  launch_state* L = running_launch;
+  if (!L || !L->running) trap((std::string(name) + " called outside a kernel").c_str());
+  sim_thread* self = L->running;
+  self->blocked = true;
+  self->waiting_in = name;
+  self->waiting_mask = 0;
+  ++L->barrier_arrived;
+  L->barrier_true += predicate != 0;
+  release_barrier_if_complete();
+  yield_to_scheduler();
+  return self->result;
+}
+
+namespace {
+
+std::uint64_t combine(const warp_pending& p, unsigned lane) {
+  const unsigned mask = p.mask;
+  switch (p.op) {
+    case warp_op::shfl_idx:
+    case warp_op::shfl_up:
+    case warp_op::shfl_down:
+    case warp_op::shfl_xor: {
+      const int width = p.width, base = int(lane) & ~(width - 1), d = p.param[lane];
+      int src = int(lane);
+      if (p.op == warp_op::shfl_idx) src = base + (d & (width - 1));
+      if (p.op == warp_op::shfl_up) src = int(lane) - d < base ? int(lane) : int(lane) - d;
+      if (p.op == warp_op::shfl_down) src = int(lane) + d >= base + width ? int(lane) : int(lane) + d;
+      if (p.op == warp_op::shfl_xor) src = (int(lane) ^ d) >= base + width ? int(lane) : int(lane) ^ d;
+      if (src < 0 || src > 31 || !(mask >> src & 1u))
+        fail(std::string(p.name) + ": lane " + std::to_string(lane) + " reads lane " +
+             std::to_string(src) + ", which is not in mask " + hex(mask));
+      return p.value[src];
+    }
+    case warp_op::ballot: {
+      unsigned r = 0;
+      for (unsigned l = 0; l < 32; ++l)
+        if ((mask >> l & 1u) && p.value[l]) r |= 1u << l;
+      return r;
+    }
+    case warp_op::any:
+    case warp_op::all: {
+      bool any = false, all = true;
+      for (unsigned l = 0; l < 32; ++l)
+        if (mask >> l & 1u) {
+          any = any || p.value[l];
+          all = all && p.value[l];
+        }
+      return p.op == warp_op::any ? any : all;
+    }
+    case warp_op::sync:
+      return 0;
+    case warp_op::reduce_add:
+    case warp_op::reduce_min:
+    case warp_op::reduce_max: {
+      const bool is_signed = p.param[lane] != 0;
+      std::int64_t acc = 0;
+      bool first = true;
+      for (unsigned l = 0; l < 32; ++l) {
+        if (!(mask >> l & 1u)) continue;
+        std::int64_t v = is_signed ? std::int64_t(std::int32_t(p.value[l]))
+                                   : std::int64_t(std::uint32_t(p.value[l]));
+        if (first) acc = v;
+        else if (p.op == warp_op::reduce_add) acc += v;
+        else if (p.op == warp_op::reduce_min) acc = std::min(acc, v);
+        else acc = std::max(acc, v);
+        first = false;
+      }
+      return std::uint64_t(std::uint32_t(acc));
+    }
+    case warp_op::match_any: {
+      unsigned r = 0;
+      for (unsigned l = 0; l < 32; ++l)
+        if ((mask >> l & 1u) && p.value[l] == p.value[lane]) r |= 1u << l;
+      return r;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, int param, int width,
+                              const char* name) {
+  launch_state* L = running_launch;
+  if (!L || !L->running) trap((std::string(name) + " called outside a kernel").c_str());
+  sim_thread* self = L->running;
+  const unsigned linear = linear_of(*self, *L), warp = linear / 32, lane = linear % 32;
+  if (!(mask >> lane & 1u))
+    fail(std::string(name) + ": the calling lane " + std::to_string(lane) + " is not in mask " +
+         hex(mask));
+  if (mask & ~existing_lanes(*L, warp))
+    fail(std::string(name) + ": mask " + hex(mask) + " names lanes that do not exist in warp " +
+         std::to_string(warp) + " (lanes " + hex(existing_lanes(*L, warp)) + ")");
+  if (width < 1 || width > 32 || (width & (width - 1)))
+    fail(std::string(name) + ": width " + std::to_string(width) + " is not a power of two in [1, 32]");
+
+  auto& pending = L->warps[warp];
+  auto it = std::find_if(pending.begin(), pending.end(),
+                         [&](const warp_pending& p) { return p.mask == mask; });
+  if (it == pending.end()) {
+    pending.push_back(warp_pending{});
+    it = pending.end() - 1;
+    it->op = op;
+    it->name = name;
+    it->mask = mask;
+    it->arrived = 0;
+    it->width = width;
+  } else if (it->op != op || it->width != width) {
+    fail(std::string(name) + ": lanes of mask " + hex(mask) + " meet in different collectives (" +
+         it->name + " is already waiting)");
+  }
+  it->value[lane] = value;
+  it->param[lane] = param;
+  it->arrived |= 1u << lane;
+  self->blocked = true;
+  self->waiting_in = name;
+  self->waiting_mask = mask;
+  if (it->arrived == mask) {
+    const warp_pending done = *it;
+    pending.erase(it);
+    for (unsigned l = 0; l < 32; ++l) {
+      if (!(mask >> l & 1u)) continue;
+      sim_thread& t = L->threads[warp * 32 + l];
+      t.result = combine(done, l);
+      t.blocked = false;
+      t.waiting_in = nullptr;
+      t.waiting_mask = 0;
+    }
+  }
+  yield_to_scheduler();
+  return self->result;
+}
+
+unsigned active_mask() {
+  launch_state* L = running_launch;
+  if (!L || !L->running) trap("__activemask called outside a kernel");
+  const unsigned warp = linear_of(*L->running, *L) / 32;
+  unsigned m = 0;
+  for (unsigned l = 0; l < 32 && warp * 32 + l < L->threads_per_block; ++l)
+    if (!L->threads[warp * 32 + l].done) m |= 1u << l;
+  return m;
+}
+
+void trap(const char* why) {
+  if (running_launch && running_launch->running) fail(why);
+  std::fprintf(stderr, "frugal host SIMT: %s\n", why);
+  std::abort();
+}
+
+void* dynamic_shared_base() {
+  launch_state* L = running_launch;
+  if (!L) trap("frugal::dynamic_shared called outside a kernel");
+  return L->dynamic_shared.data();
+}
+
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes,
+                   cudaStream_t, kernel_body body) {
+  auto reject = [](cudaError_t e, const std::string& why) {
+    last_error = why;
+    std::fprintf(stderr, "frugal host SIMT: %s\n", why.c_str());
+    return note_error(e);
+  };
+  if (running_launch) return reject(cudaErrorNotSupported, "a kernel launched from inside a kernel");
+  const unsigned long long threads = 1ull * block.x * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64)
+    return reject(cudaErrorInvalidConfiguration,
+                  "block (" + std::to_string(block.x) + "," + std::to_string(block.y) + "," +
+                      std::to_string(block.z) + ") is not a valid CUDA block shape");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+    return reject(cudaErrorInvalidConfiguration, "grid dimensions are not valid");
+  const std::size_t limit = dynamic_shared_limit(kernel);
+  if (shared_bytes > limit)
+    return reject(cudaErrorInvalidValue,
+                  std::to_string(shared_bytes) + " bytes of dynamic shared memory exceed the " +
+                      std::to_string(limit) +
+                      " allowed for this kernel (raise it with cudaFuncSetAttribute)");
+
+  launch_state L;
+  L.body = body;
+  L.grid = grid;
+  L.block = block;
+  L.threads_per_block = unsigned(threads);
+  L.warps_per_block = (L.threads_per_block + 31) / 32;
+  L.threads.resize(threads);
+  L.warps.resize(L.warps_per_block);
+  // Fresh dynamic shared memory is filled with a pattern, not zeros, so that reading it before
+  // writing shows up as garbage, as it would on a GPU.
+  L.dynamic_shared.assign(shared_bytes + 16, 0xA5);
+  schedule_choice s = chosen_schedule;
+  if (!s.chosen) {
+    if (const char* env = std::getenv("FRUGAL_HOST_SIMT_SHUFFLE")) {
+      s.kind = schedule::shuffled;
+      s.seed = std::strtoull(env, nullptr, 10);
+    }
+  }
+  L.shuffled = s.kind == schedule::shuffled;
+  L.rng.seed(s.seed);
+
+  const std::size_t stack_bytes = fiber_stack_bytes();
+  if (stack_pool_bytes != stack_bytes) {
+    stack_pool.clear();
+    stack_pool_bytes = stack_bytes;
+  }
+  while (stack_pool.size() < threads) stack_pool.push_back(std::make_unique<fiber_stack>(stack_bytes));
+
+  std::vector<uint3> blocks;
+  blocks.reserve(std::size_t(grid.x) * grid.y * grid.z);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) blocks.push_back(uint3{x, y, z});
+  if (L.shuffled) std::shuffle(blocks.begin(), blocks.end(), L.rng);
+
+  running_launch = &L;
+  for (const uint3& b : blocks) {
+    run_block(L, b);
+    if (L.failed) break;
+  }
+  running_launch = nullptr;
+  if (L.failed) return reject(cudaErrorLaunchFailure, L.error);
+  return cudaSuccess;
+}
+
+}  // namespace detail
+
+void set_schedule(schedule s, unsigned long long seed) {
+  detail::chosen_schedule = detail::schedule_choice{true, s, seed};
+}
+
+const char* last_error_message() { return detail::last_error.c_str(); }
+
+std::size_t fiber_stack_bytes() {
+  if (const char* env = std::getenv("FRUGAL_HOST_SIMT_STACK_KB")) {
+    const unsigned long long kb = std::strtoull(env, nullptr, 10);
+    if (kb >= 16) return std::size_t(kb) * 1024;
+  }
+  return std::size_t(256) * 1024;
+}
+
+}  // namespace frugal::host_simt

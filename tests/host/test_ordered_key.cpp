@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// frugal/core/ordered_key.cuh: the key order equals the documented selection order.
+#include <frugal/core/ordered_key.cuh>
+#include <frugal/reference/topk.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace {
+const float infinity = std::numeric_limits<float>::infinity();
+const float qnan = std::numeric_limits<float>::quiet_NaN();
+
+std::vector<float> special_values() {
+  return {qnan, -qnan, -infinity, -std::numeric_limits<float>::max(), -1.0f, -std::numeric_limits<float>::denorm_min(),
+          -0.0f, 0.0f, std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(), 1.0f,
+          1.0f + std::numeric_limits<float>::epsilon(), std::numeric_limits<float>::max(), infinity,
+          std::bit_cast<float>(0x7fa00001u) /* signalling NaN */};
+}
+}  // namespace
+
+TEST_CASE("ordered key: order matches reference::selected_before on special values") {
+  const auto values = special_values();
+  for (std::uint32_t ia : {0u, 1u, 7u, 1000u, frugal::max_topk_index})
+    for (std::uint32_t ib : {0u, 1u, 7u, 1000u, frugal::max_topk_index})
+      for (float a : values)
+        for (float b : values) {
+          if (ia == ib) continue;
+          INFO(a << "@" << ia << " vs " << b << "@" << ib);
+          CHECK((frugal::make_topk_key(a, ia) > frugal::make_topk_key(b, ib)) ==
+                frugal::reference::selected_before(a, ia, b, ib));
+        }
+}
+
+TEST_CASE("ordered key: order matches on random bit patterns") {
+  std::mt19937_64 rng(42);
+  for (int i = 0; i < 200000; ++i) {
+    const float a = std::bit_cast<float>(std::uint32_t(rng())), b = std::bit_cast<float>(std::uint32_t(rng()));
+    const std::uint32_t ia = std::uint32_t(rng() % 2048), ib = std::uint32_t(rng() % 2048);
+    if (ia == ib) continue;
+    REQUIRE((frugal::make_topk_key(a, ia) > frugal::make_topk_key(b, ib)) == frugal::reference::selected_before(a, ia, b, ib));
+  }
+}
+
+TEST_CASE("ordered key: round trip of value and index, no key is empty") {
+  for (float v : special_values())
+    for (std::uint32_t i : {0u, 5u, frugal::max_topk_index}) {
+      const auto key = frugal::make_topk_key(v, i);
+      CHECK(key != frugal::empty_topk_key);
+      CHECK(frugal::topk_key_index(key) == i);
+      const float back = frugal::topk_key_value(key);
+      if (std::isnan(v)) CHECK(std::isnan(back));
+      else if (v == 0.0f) CHECK(std::bit_cast<std::uint32_t>(back) == 0u);  // -0.0 decodes as +0.0
+      else CHECK(std::bit_cast<std::uint32_t>(back) == std::bit_cast<std::uint32_t>(v));
+    }
+}
+
+TEST_CASE("ordered bits: strictly monotone in value over sorted random and boundary floats") {
+  std::mt19937_64 rng(9);
+  std::vector<float> xs = special_values();
+  for (int i = 0; i < 100000; ++i) xs.push_back(std::bit_cast<float>(std::uint32_t(rng())));
+  std::erase_if(xs, [](float x) { return std::isnan(x); });
+  std::sort(xs.begin(), xs.end());
+  for (std::size_t i = 1; i < xs.size(); ++i) {
+    if (xs[i] == xs[i - 1]) REQUIRE(frugal::ordered_bits(xs[i]) == frugal::ordered_bits(xs[i - 1]));
+    else REQUIRE(frugal::ordered_bits(xs[i]) > frugal::ordered_bits(xs[i - 1]));
+  }
+  CHECK(frugal::ordered_bits(0.0f) == frugal::ordered_bits(-0.0f));
+  CHECK(frugal::ordered_bits(qnan) == 0u);
+  CHECK(frugal::ordered_bits(-infinity) > 0u);
+}

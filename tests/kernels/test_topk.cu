@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+// frugal::warp_topk and the device-wide frugal::topk against frugal::reference::topk, on random,
+// tie-heavy, NaN/inf/-0.0, all-equal and all-NaN inputs, for every supported size class.
+#include <frugal/core/launch.cuh>
+#include <frugal/reference/topk.hpp>
+#include <frugal/topk/device_topk.cuh>
+#include <frugal/topk/warp_topk.cuh>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "support/test_support.hpp"
+
+using frugal::launch_config;
+using frugal::test::device_buffer;
+
+namespace {
+
+enum class pattern { random, ties, specials, all_equal, all_nan, signed_zeros };
+
+const char* name(pattern p) {
+  switch (p) {
+    case pattern::random: return "random";
+    case pattern::ties: return "ties";
+    case pattern::specials: return "specials";
+    case pattern::all_equal: return "all_equal";
+    case pattern::all_nan: return "all_nan";
+    case pattern::signed_zeros: return "signed_zeros";
+  }
+  return "?";
+}
+
+template <class T>
+std::vector<T> make_input(pattern p, std::int64_t rows, int cols, std::mt19937_64& rng) {
+  std::vector<T> x(std::size_t(rows) * cols);
+  std::uniform_real_distribution<float> uniform(-8.0f, 8.0f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (auto& v : x) {
+    float f = 0;
+    switch (p) {
+      case pattern::random: f = uniform(rng); break;
+      case pattern::ties: f = float(int(rng() % 5)) * 0.5f; break;  // 5 distinct values, many ties
+      case pattern::specials: {
+        const unsigned r = unsigned(rng() % 10);
+        f = r == 0 ? nan : r == 1 ? inf : r == 2 ? -inf : r == 3 ? -0.0f : r == 4 ? 0.0f : uniform(rng);
+        break;
+      }
+      case pattern::all_equal: f = 1.25f; break;
+      case pattern::all_nan: f = nan; break;
+      case pattern::signed_zeros: f = rng() % 2 ? -0.0f : 0.0f; break;
+    }
+    v = frugal::from_float<T>(f);
+  }
+  return x;
+}
+
+template <class T>
+bool same_bits(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+template <class T>
+void check_topk(pattern p, std::int64_t rows, int cols, int k, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO(frugal::type_name<T>() << " pattern " << name(p) << " rows " << rows << " cols " << cols << " k " << k);
+  const auto x = make_input<T>(p, rows, cols, rng);
+  std::vector<T> ref_values(std::size_t(rows) * k);
+  std::vector<std::int32_t> ref_indices(std::size_t(rows) * k);
+  frugal::reference::topk(x.data(), ref_values.data(), ref_indices.data(), rows, cols, k);
+
+  device_buffer<T> d_x(x), d_values(ref_values.size());
+  device_buffer<std::int32_t> d_indices(ref_indices.size());
+  FRUGAL_REQUIRE_OK(frugal::topk(d_x.data(), d_values.data(), d_indices.data(), rows, cols, k));
+  frugal::test::synchronize();
+  const auto values = d_values.download();
+  const auto indices = d_indices.download();
+  for (std::size_t i = 0; i < indices.size(); ++i) {
+    INFO("row " << i / k << " rank " << i % k);
+    REQUIRE(indices[i] == ref_indices[i]);
+    REQUIRE(same_bits(values[i], ref_values[i]));
+  }
+}
+
+// The warp-level function on its own: one warp per row, ItemsPerLane fixed at compile time.
+template <int ItemsPerLane>
+__global__ void warp_topk_kernel(const float* in, int cols, int k, unsigned long long* out) {
+  const int lane = int(threadIdx.x % 32);
+  const int row = int(blockIdx.x);
+  frugal::topk_key items[ItemsPerLane];
+  for (int i = 0; i < ItemsPerLane; ++i) {
+    const int col = i * 32 + lane;
+    items[i] = col < cols ? frugal::make_topk_key(in[row * cols + col], std::uint32_t(col)) : frugal::empty_topk_key;
+  }
+  out[row * 32 + lane] = frugal::warp_topk(items, k);
+}
+
+template <int ItemsPerLane>
+void check_warp_topk(int cols, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  const int rows = 6;
+  for (int k : {1, 5, 32}) {
+    INFO("ItemsPerLane " << ItemsPerLane << " cols " << cols << " k " << k);
+    auto x = make_input<float>(pattern::ties, rows, cols, rng);
+    device_buffer<float> d_x(x);
+    device_buffer<unsigned long long> d_out(rows * 32);
+    FRUGAL_REQUIRE_OK(frugal::launch(warp_topk_kernel<ItemsPerLane>, launch_config{dim3(rows), dim3(32)}, d_x.data(), cols, k,
+                                     d_out.data()));
+    frugal::test::synchronize();
+    const auto out = d_out.download();
+    std::vector<float> v(rows * 32);
+    std::vector<std::int32_t> idx(rows * 32);
+    const int kk = k < cols ? k : cols;
+    frugal::reference::topk(x.data(), v.data(), idx.data(), rows, cols, kk);
+    for (int r = 0; r < rows; ++r)
+      for (int lane = 0; lane < 32; ++lane) {
+        const auto key = out[r * 32 + lane];
+        if (lane < kk) {
+          REQUIRE(key != frugal::empty_topk_key);
+          REQUIRE(std::int32_t(frugal::topk_key_index(key)) == idx[r * kk + lane]);
+        } else {
+          REQUIRE(key == frugal::empty_topk_key);  // beyond k, or beyond the number of values
+        }
+      }
+  }
+}
+
+const int all_cols[] = {1, 2, 7, 8, 31, 32, 33, 64, 100, 160, 256, 257, 384, 896, 1000, 1024};
+const int all_k[] = {1, 2, 6, 8, 22, 32};
+
+template <class T>
+void sweep(pattern p, std::int64_t rows, unsigned long long seed) {
+  for (int cols : all_cols)
+    for (int k : all_k)
+      if (k <= cols) check_topk<T>(p, rows, cols, k, seed++);
+}
+
+}  // namespace
+
+TEST_CASE("warp_topk: every ItemsPerLane, partial rows, k beyond the row") {
+  check_warp_topk<1>(1, 1);
+  check_warp_topk<1>(20, 2);
+  check_warp_topk<2>(64, 3);
+  check_warp_topk<4>(100, 4);
+  check_warp_topk<8>(256, 5);
+  check_warp_topk<16>(500, 6);
+  check_warp_topk<32>(1024, 7);
+}
+
+TEST_CASE("topk f32: random rows, every size class") { sweep<float>(pattern::random, 37, 100); }
+TEST_CASE("topk f32: tie-heavy rows (lower index wins)") { sweep<float>(pattern::ties, 23, 200); }
+TEST_CASE("topk f32: NaN, inf and -0.0 (NaN never before a number)") { sweep<float>(pattern::specials, 23, 300); }
+TEST_CASE("topk f32: all-equal, all-NaN and signed-zero rows") {
+  sweep<float>(pattern::all_equal, 3, 400);
+  sweep<float>(pattern::all_nan, 3, 500);
+  sweep<float>(pattern::signed_zeros, 3, 600);
+}
+TEST_CASE("topk bf16: random and tie-heavy rows") {
+  sweep<__nv_bfloat16>(pattern::random, 11, 700);
+  sweep<__nv_bfloat16>(pattern::ties, 11, 800);
+}
+TEST_CASE("topk f16: random and special rows") {
+  sweep<__half>(pattern::random, 11, 900);
+  sweep<__half>(pattern::specials, 11, 1000);
+}
+
+TEST_CASE("topk: many rows (grid-stride) and a single row") {
+  check_topk<float>(pattern::random, 3001, 256, 8, 1100);
+  check_topk<__nv_bfloat16>(pattern::ties, 1, 1024, 32, 1101);
+}
+
+TEST_CASE("topk: bitwise deterministic across runs") {
+  FRUGAL_SEEDED_RNG(rng, 1200);
+  const std::int64_t rows = 500;
+  const int cols = 384, k = 8;
+  const auto x = make_input<float>(pattern::ties, rows, cols, rng);
+  device_buffer<float> d_x(x), v1(rows * k), v2(rows * k);
+  device_buffer<std::int32_t> i1(rows * k), i2(rows * k);
+  FRUGAL_REQUIRE_OK(frugal::topk(d_x.data(), v1.data(), i1.data(), rows, cols, k));
+  FRUGAL_REQUIRE_OK(frugal::topk(d_x.data(), v2.data(), i2.data(), rows, cols, k));
+  frugal::test::synchronize();
+  const auto a = v1.download(), b = v2.download();
+  REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  REQUIRE(i1.download() == i2.download());
+}
+
+TEST_CASE("topk: values-only and indices-only outputs") {
+  FRUGAL_SEEDED_RNG(rng, 1300);
+  const auto x = make_input<float>(pattern::random, 40, 96, rng);
+  std::vector<float> rv(40 * 4);
+  std::vector<std::int32_t> ri(40 * 4);
+  frugal::reference::topk(x.data(), rv.data(), ri.data(), 40, 96, 4);
+  device_buffer<float> d_x(x), d_v(rv.size());
+  device_buffer<std::int32_t> d_i(ri.size());
+  FRUGAL_REQUIRE_OK(frugal::topk(d_x.data(), d_v.data(), (std::int32_t*)nullptr, 40, 96, 4));
+  FRUGAL_REQUIRE_OK(frugal::topk(d_x.data(), (float*)nullptr, d_i.data(), 40, 96, 4));
+  frugal::test::synchronize();
+  CHECK(d_v.download() == rv);
+  CHECK(d_i.download() == ri);
+}
+
+TEST_CASE("topk: invalid arguments are refused with a message") {
+  device_buffer<float> x(64), v(64);
+  device_buffer<std::int32_t> i(64);
+  auto expect = [](frugal::status s, const char* fragment) {
+    INFO(s.message());
+    CHECK(s.code() == frugal::errc::invalid_argument);
+    CHECK(std::strstr(s.message(), fragment) != nullptr);
+  };
+  expect(frugal::topk(x.data(), v.data(), i.data(), -1, 8, 2), "rows must be >= 0");
+  expect(frugal::topk(x.data(), v.data(), i.data(), 1, 0, 1), "cols must be in [1, 1024]");
+  expect(frugal::topk(x.data(), v.data(), i.data(), 1, 1025, 1), "cols must be in [1, 1024]");
+  expect(frugal::topk(x.data(), v.data(), i.data(), 1, 8, 9), "k must be in [1, min(cols, 32)]");
+  expect(frugal::topk(x.data(), v.data(), i.data(), 1, 64, 33), "k must be in [1, min(cols, 32)]");
+  expect(frugal::topk(x.data(), v.data(), i.data(), 1, 8, 0), "k must be in [1, min(cols, 32)]");
+  expect(frugal::topk((const float*)nullptr, v.data(), i.data(), 1, 8, 2), "in is null");
+  expect(frugal::topk(x.data(), (float*)nullptr, (std::int32_t*)nullptr, 1, 8, 2), "both null");
+  // Zero rows is valid and touches nothing, even with null pointers.
+  FRUGAL_REQUIRE_OK(frugal::topk((const float*)nullptr, (float*)nullptr, (std::int32_t*)nullptr, 0, 8, 2));
+}

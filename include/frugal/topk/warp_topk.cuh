@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //! @file
-//! Warp level top-k: the k largest of the 32 * ItemsPerLane keys a warp holds, for k <= 32.
+//! Warp level top-k: the k largest of the Width * ItemsPerLane keys a (logical) warp holds.
 #pragma once
 
 #include <frugal/config.cuh>
@@ -16,26 +16,28 @@ inline constexpr int warp_topk_max_k = 32;
 
 #if FRUGAL_KERNEL_CODE
 
-//! Selects the `k` (1..32) largest keys of the warp. Lane r < k returns the r-th largest key
-//! (r = 0 is the largest); other lanes return empty_topk_key, as do ranks beyond the number of
-//! non-empty keys. All 32 lanes must call it with the same k. `items` is consumed: selected keys
-//! are replaced by empty_topk_key.
+//! Selects the `k` largest keys held by the calling logical warp (Width lanes, a power of two;
+//! several logical warps of one warp select independently). Lane r < k of the logical warp
+//! returns the r-th largest key (r = 0 is the largest); other lanes return empty_topk_key, as do
+//! ranks beyond the number of non-empty keys. Requires k <= Width; every lane of the warp must
+//! call it with the same k. `items` is consumed: selected keys are replaced by empty_topk_key.
 //!
 //! Algorithm: k rounds; each round one butterfly max-reduction of the lanes' current best keys.
 //! Keys are distinct, so exactly one lane owns the winner; it removes it and rescans its items.
-//! Cost per round: 5 64-bit shuffles + ItemsPerLane compares; no shared memory.
-template <int ItemsPerLane>
+//! Cost per round: log2(Width) 64-bit shuffles + ItemsPerLane compares; no shared memory.
+template <int ItemsPerLane, int Width = 32>
 FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
   static_assert(ItemsPerLane >= 1 && ItemsPerLane * 32 <= warp_topk_max_items,
                 "frugal::warp_topk: ItemsPerLane must be in [1, 32] (at most 1024 values per warp)");
-  const int lane = int(lane_index());
+  FRUGAL_CHECK_LOGICAL_WARP(Width);
+  const int lane = int(lane_index()) % Width;
   topk_key best = items[0];
   FRUGAL_UNROLL
   for (int i = 1; i < ItemsPerLane; ++i) best = items[i] > best ? items[i] : best;
 
   topk_key mine = empty_topk_key;
   for (int rank = 0; rank < k; ++rank) {
-    const topk_key winner = warp_max(best);
+    const topk_key winner = warp_max<Width>(best);
     if (lane == rank) mine = winner;
     // Fewer than k keys: the winner is empty and every lane "removes" it, which changes nothing.
     if (best == winner) {

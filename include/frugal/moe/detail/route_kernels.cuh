@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: Apache-2.0
+// The kernels behind frugal::moe::route: a warp path (32 / lanes tokens per warp, E <= 1024)
+// and a block path (one 128-thread block per token, 1024 < E <= 4096).
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/detail/route_kernels.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/block.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/moe/route_config.cuh>
+#include <frugal/moe/route_math.cuh>
+#include <frugal/moe/warp_route.cuh>
+#include <frugal/topk/warp_topk.cuh>
+
+#include <cstdint>
+
+namespace frugal::moe::detail {
+
+// Writes one slot of token t (called by lane r < k of the token's logical warp).
+template <class IdT, class WeightT>
+FRUGAL_DEVICE void write_slot(const route_outputs<IdT, WeightT>& out, const route_params& params, std::int64_t tokens,
+                              std::int64_t t, int k, int r, bool padding, bool degenerate, const route_slot& s) {
+  const std::int64_t o = t * k + r;
+  out.ids[o] = IdT(padding ? not_routed : local_expert_id(s.expert, params));
+  out.weights[o] = from_float<WeightT>(padding ? 0.0f : s.weight);
+  if (out.source_rows) out.source_rows[o] = padding ? -1 : std::int32_t(r * tokens + t);
+  if (r == 0 && degenerate && !padding && out.degenerate_rows) atomicAdd(out.degenerate_rows, 1);
+}
+
+template <class Config, class T, class IdT, class WeightT, int WarpsPerBlock>
+__global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
+    route_warp_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
+                      route_params params, route_outputs<IdT, WeightT> out) {
+  constexpr int W = Config::lanes, tokens_per_warp = 32 / W, E = Config::experts;
+  const int lane = int(threadIdx.x % 32), r = lane % W;
+  const std::int64_t first = (std::int64_t(blockIdx.x) * WarpsPerBlock + threadIdx.x / 32) * tokens_per_warp;
+  const std::int64_t stride = std::int64_t(gridDim.x) * WarpsPerBlock * tokens_per_warp;
+  // `base` is the same in every lane, so every lane runs the same iterations and shuffles.
+  for (std::int64_t base = first; base < tokens; base += stride) {
+    const std::int64_t t = base + lane / W;
+    const bool exists = t < tokens;
+    const bool padding = exists && params.row_mask && params.row_mask[t] == 0;
+    const bool active = exists && !padding;
+    const std::int64_t row = active ? t : 0;
+    bool degenerate = false;
+    const route_slot slot = warp_route<Config>(logits + row * E, noise_logits ? noise_logits + row * E : nullptr, t,
+                                               active, params, degenerate);
+    if (exists && r < Config::k) write_slot(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
+  }
+}
+
+template <class Config, class T, class IdT, class WeightT>
+__global__ void __launch_bounds__(128, 1)
+    route_block_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
+                       route_params params, route_outputs<IdT, WeightT> out) {
+  using S = typename Config::scoring;
+  constexpr int B = 128, warps = B / 32, E = Config::experts, K = Config::k, I = (E + B - 1) / B;
+  constexpr int G = Config::groups, EPG = Config::experts_per_group;
+  constexpr int candidates_per_lane = (warps * K + 31) / 32;
+  __shared__ float group_values[G > 1 ? E : 1];
+  __shared__ topk_key candidates[warps * K];
+  __shared__ unsigned kept_groups_shared;
+  __shared__ typename block_reduce<float, B>::TempStorage reduce_storage;
+  const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
+
+  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const bool padding = params.row_mask && params.row_mask[t] == 0;
+    const T* row = logits + t * E;
+    const T* noise_row = noise_logits ? noise_logits + t * E : nullptr;
+    if (padding) {  // uniform across the block
+      if (tid < K) write_slot(out, params, tokens, t, K, tid, true, false, route_slot{});
+      continue;
+    }
+    block_reduce<float, B> reduce(reduce_storage);
+
+    float x[I];
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * B + tid;
+      x[i] = e < E ? transformed_logit(to_float(row[e]), params, t, e, noise_row ? to_float(noise_row[e]) : NAN) : NAN;
+    }
+    softmax_stats stats;
+    float v[I];
+    bool degenerate;
+    if constexpr (Config::kind == scoring_kind::row_softmax) {
+      float m = -INFINITY;
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i) m = fmaxf(m, x[i]);
+      stats.max = reduce.max(m);
+      float sum = 0.0f, infs = 0.0f;
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i) {
+        sum += softmax_term(x[i], stats.max);
+        infs += x[i] == INFINITY ? 1.0f : 0.0f;
+      }
+      stats.sum = reduce.sum(sum);
+      stats.inf_count = reduce.sum(infs);
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i) {
+        const int e = i * B + tid;
+        v[i] = selection_value<S>(x[i], stats.probability(x[i]), e < E ? params.selection_bias : nullptr, e);
+      }
+      degenerate = stats.degenerate();
+    } else {
+      float any_number = 0.0f;
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i) {
+        const int e = i * B + tid;
+        v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), e < E ? params.selection_bias : nullptr, e);
+        any_number = (e < E && v[i] == v[i]) ? 1.0f : any_number;
+      }
+      degenerate = reduce.max(any_number) == 0.0f;
+    }
+
+    unsigned kept_groups = ~0u;
+    if constexpr (G > 1) {
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i)
+        if (i * B + tid < E) group_values[i * B + tid] = group_input(v[i]);
+      __syncthreads();
+      if (warp == 0) {
+        const bool top2 = group_uses_top2<Config::group_rule>(params.selection_bias) && EPG >= 2;
+        float a1 = -INFINITY, a2 = -INFINITY;
+        if (lane < G)
+          for (int j = 0; j < EPG; ++j) merge_top2(a1, a2, group_values[lane * EPG + j], -INFINITY);
+        topk_key group_key[1] = {lane < G ? make_topk_key(top2 ? a1 + a2 : a1, std::uint32_t(lane)) : empty_topk_key};
+        const topk_key kept = warp_topk<1, 32>(group_key, Config::topk_groups);
+        const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
+        const unsigned mask = warp_allreduce(bit, bit_or{});
+        if (lane == 0) kept_groups_shared = mask;
+      }
+      __syncthreads();
+      kept_groups = kept_groups_shared;
+    }
+
+    // Each warp selects its k best, then warp 0 selects the k best of the warps' candidates.
+    topk_key keys[I];
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * B + tid;
+      keys[i] = (e < E && ((kept_groups >> (e / EPG)) & 1u)) ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
+    }
+    const topk_key warp_best = warp_topk<I, 32>(keys, K);
+    if (lane < K) candidates[warp * K + lane] = warp_best;
+    __syncthreads();
+    if (warp == 0) {
+      topk_key pool[candidates_per_lane];
+      FRUGAL_UNROLL
+      for (int j = 0; j < candidates_per_lane; ++j)
+        pool[j] = j * 32 + lane < warps * K ? candidates[j * 32 + lane] : empty_topk_key;
+      const topk_key chosen = warp_topk<candidates_per_lane, 32>(pool, K);
+      const route_slot slot = finish_route<Config, 32>(chosen, row, noise_row, t, true, params, stats, degenerate);
+      if (lane < K) write_slot(out, params, tokens, t, K, lane, false, degenerate, slot);
+    }
+    __syncthreads();  // candidates and group values are rewritten for the next token
+  }
+}
+
+}  // namespace frugal::moe::detail

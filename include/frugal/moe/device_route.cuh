@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Device-wide Top-k routing: router logits [T, E] -> expert ids [T, k] and weights [T, k].
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/device_route.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/launch.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/moe/detail/route_kernels.cuh>
+#include <frugal/moe/route_config.cuh>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace frugal::moe {
+
+//! Inputs of routing: logits [T, E] and, for noisy top-k, the noise network's logits [T, E].
+template <class T>
+struct route_inputs {
+  const T* logits = nullptr;
+  const T* noise_logits = nullptr;
+};
+
+namespace detail {
+
+template <class Config, class IdT, class WeightT>
+status check_route_arguments(const void* logits, const route_outputs<IdT, WeightT>& out, std::int64_t tokens,
+                             const route_params& p) {
+  if (tokens < 0) return status::invalid("frugal::moe::route: tokens must be >= 0");
+  if (tokens == 0) return status{};
+  if (!logits) return status::invalid("frugal::moe::route: logits is null");
+  if (!out.ids || !out.weights) return status::invalid("frugal::moe::route: ids and weights must not be null");
+  if (!(p.renormalize_epsilon >= 0.0f) || !std::isfinite(p.renormalize_epsilon))
+    return status::invalid("frugal::moe::route: renormalize_epsilon must be finite and >= 0");
+  if (!std::isfinite(p.routed_scaling)) return status::invalid("frugal::moe::route: routed_scaling must be finite");
+  if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap))
+    return status::invalid("frugal::moe::route: softcap must be finite and >= 0 (0 = off)");
+  if (!(p.noise_std >= 0.0f) || !std::isfinite(p.noise_std))
+    return status::invalid("frugal::moe::route: noise_std must be finite and >= 0 (0 = off)");
+  if (p.local_expert_end >= 0 &&
+      (p.local_expert_begin < 0 || p.local_expert_begin > p.local_expert_end || p.local_expert_end > Config::experts))
+    return status::invalid("frugal::moe::route: the local expert range must satisfy 0 <= begin <= end <= NumExperts");
+  if (out.source_rows && tokens > std::int64_t(INT32_MAX) / Config::k)
+    return status::invalid("frugal::moe::route: tokens * k must fit in int32 when source_rows are written");
+  return status{};
+}
+
+}  // namespace detail
+
+//! Routes every token: scores its E logits (Config::scoring), selects k experts (selection bias,
+//! group limit), and writes ids, weights and the optional outputs of `out`.
+//! Semantics, tie and NaN rules: docs/moe_routing.md. One launch, no workspace, no allocation,
+//! no synchronization; bitwise deterministic.
+//!
+//! @tparam Config  route_config<E, k, Scoring, NumGroups, TopKGroups, GroupScore>
+//! @param in       logits [T, E] (float, __half or __nv_bfloat16, row-major), noise logits or nullptr
+//! @param out      ids [T, k] (int32/int64), weights [T, k] (float/__nv_bfloat16/__half), optional extras
+//! @param tokens   T >= 0
+template <class Config, class T, class IdT, class WeightT>
+status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t tokens,
+             const route_params& params = {}, cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T>, "frugal::moe::route: logits must be float, __half or __nv_bfloat16");
+  static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
+                "frugal::moe::route: ids must be int32 or int64");
+  static_assert(is_io_float_v<WeightT>, "frugal::moe::route: weights must be float, __half or __nv_bfloat16");
+  FRUGAL_TRY(detail::check_route_arguments<Config>(in.logits, out, tokens, params));
+  if (tokens == 0) return status{};
+  int sms = 0;
+  FRUGAL_TRY(multiprocessor_count(sms));
+  if constexpr (Config::block_path) {
+    const std::int64_t blocks = tokens < std::int64_t(sms) * 8 ? tokens : std::int64_t(sms) * 8;
+    return launch(detail::route_block_kernel<Config, T, IdT, WeightT>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
+                  in.logits, in.noise_logits, tokens, params, out);
+  } else {
+    constexpr int warps_per_block = 4, tokens_per_block = warps_per_block * (32 / Config::lanes);
+    const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
+    const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
+    return launch(detail::route_warp_kernel<Config, T, IdT, WeightT, warps_per_block>,
+                  launch_config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream}, in.logits, in.noise_logits,
+                  tokens, params, out);
+  }
+}
+
+//! route() without noise logits.
+template <class Config, class T, class IdT, class WeightT>
+status route(const T* logits, route_outputs<IdT, WeightT> out, std::int64_t tokens, const route_params& params = {},
+             cudaStream_t stream = nullptr) {
+  return route<Config>(route_inputs<T>{logits, nullptr}, out, tokens, params, stream);
+}
+
+}  // namespace frugal::moe

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Thread level pieces of routing shared by the warp and block paths, the backward and the host
+//! reference: the transformed logit (soft-cap, noise), softmax with frugal's rules for NaN and
+//! infinities, and the selection value. Plain arithmetic, so it runs and is tested under g++.
+#pragma once
+
+#include <frugal/config.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/core/philox.cuh>
+#include <frugal/moe/route_config.cuh>
+#include <frugal/moe/scoring.cuh>
+
+#include <cmath>
+#include <cstdint>
+
+namespace frugal::moe {
+
+//! The standard normal drawn for (token, expert) under `params`' seed and offset.
+FRUGAL_HOST_DEVICE float routing_noise(const route_params& params, std::int64_t token, int expert) {
+  const philox_words counter{{std::uint32_t(expert), std::uint32_t(std::uint64_t(token)),
+                              std::uint32_t(std::uint64_t(token) >> 32), params.noise_offset}};
+  const philox_words r = philox4x32_10(counter, std::uint32_t(params.noise_seed), std::uint32_t(params.noise_seed >> 32));
+  return normal_from_words(r.v[0], r.v[1]);
+}
+
+//! The logit as routing sees it: soft-capped, then with noise added when noise_std != 0.
+//! `noise_logit` is the raw noise-network logit of (token, expert), or NaN when there is none.
+FRUGAL_HOST_DEVICE float transformed_logit(float raw, const route_params& params, std::int64_t token, int expert,
+                                           float noise_logit) {
+  float x = softcap(raw, params.softcap);
+  if (params.noise_std != 0.0f) {
+    const float scale = noise_logit == noise_logit ? sqrt_softplus_scoring::softplus(noise_logit) : 1.0f;
+    x += params.noise_std * scale * routing_noise(params, token, expert);
+  }
+  return x;
+}
+
+//! Row statistics for softmax with frugal's rules: NaN logits take no probability; if any logit
+//! is +inf, the +inf logits share the probability equally; a row whose logits are all -inf or NaN
+//! has no softmax (degenerate).
+struct softmax_stats {
+  float max = -INFINITY;  //!< largest non-NaN logit
+  float sum = 0.0f;       //!< sum of exp(x - max) over non-NaN logits (when max is finite)
+  float inf_count = 0.0f; //!< number of +inf logits (when max is +inf)
+
+  FRUGAL_HOST_DEVICE bool degenerate() const { return !(max > -INFINITY); }
+
+  //! Probability of a logit (0 for NaN, and for every logit of a degenerate row).
+  FRUGAL_HOST_DEVICE float probability(float x) const {
+    if (x != x || degenerate()) return 0.0f;
+    if (max == INFINITY) return x == INFINITY ? 1.0f / inf_count : 0.0f;
+    return std::exp(x - max) / sum;
+  }
+};
+
+//! The term a logit adds to softmax_stats::sum once `max` is known.
+FRUGAL_HOST_DEVICE float softmax_term(float x, float max) {
+  return (x != x || !(max > -INFINITY) || max == INFINITY) ? 0.0f : std::exp(x - max);
+}
+
+//! The score of a (transformed) logit for elementwise and selected-softmax scorings
+//! (row softmax needs the row: softmax_stats::probability).
+template <class Scoring>
+FRUGAL_HOST_DEVICE float elementwise_score(float x) {
+  if constexpr (scoring_kind_of<Scoring> == scoring_kind::elementwise) return Scoring{}(x);
+  else return x;
+}
+
+//! The value selection ranks an expert by: NaN for a NaN logit; score + bias when a bias is given; otherwise the
+//! logit itself for monotone scorings (same order, no ties made by rounding or saturation), else
+//! the score.
+template <class Scoring>
+FRUGAL_HOST_DEVICE float selection_value(float x, float score, const float* bias, int expert) {
+  if (x != x) return x;  // a NaN logit is never selected before a number, whatever its bias
+  if (bias) return score + bias[expert];
+  if constexpr (scoring_is_monotone<Scoring>) return x;
+  else return score;
+}
+
+//! The value a group score is built from: NaN counts as -inf.
+FRUGAL_HOST_DEVICE float group_input(float v) { return v != v ? -INFINITY : v; }
+
+//! Whether group scores sum the top two (true) or take the max (false).
+template <group_score Rule>
+FRUGAL_HOST_DEVICE bool group_uses_top2(const float* bias) {
+  return Rule == group_score::top2_sum || (Rule == group_score::automatic && bias != nullptr);
+}
+
+//! Merges (a1 >= a2) with (b1 >= b2) into the two largest of the four.
+FRUGAL_HOST_DEVICE void merge_top2(float& a1, float& a2, float b1, float b2) {
+  const float hi = a1 > b1 ? a1 : b1, lo1 = a1 > b1 ? b1 : a1;
+  const float lo2 = a2 > b2 ? a2 : b2;
+  a1 = hi;
+  a2 = lo1 > lo2 ? lo1 : lo2;
+}
+
+//! The id written for expert `e` under expert parallelism: local id, or not_routed.
+FRUGAL_HOST_DEVICE int local_expert_id(int e, const route_params& params) {
+  if (params.expert_map) return params.expert_map[e];
+  if (params.local_expert_end < 0) return e;
+  return (e >= params.local_expert_begin && e < params.local_expert_end) ? e - params.local_expert_begin : not_routed;
+}
+
+}  // namespace frugal::moe

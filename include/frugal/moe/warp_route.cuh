@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Warp level routing of one token per logical warp (Config::lanes lanes, E <= 1024): scoring,
+//! selection bias, group-limited selection, top-k, weights, renormalisation and scaling, all in
+//! registers and shuffles. Call it from your own kernel to fuse routing with what surrounds it.
+#pragma once
+
+#include <frugal/config.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/core/ordered_key.cuh>
+#include <frugal/core/warp.cuh>
+#include <frugal/moe/route_config.cuh>
+#include <frugal/moe/route_math.cuh>
+#include <frugal/topk/warp_topk.cuh>
+
+#include <cstdint>
+
+namespace frugal::moe {
+
+//! One routing slot: in lane r < k of the token's logical warp, the r-th chosen expert (global
+//! id, 0..E-1) and its final weight.
+struct route_slot {
+  int expert = 0;
+  float weight = 0.0f;
+};
+
+#if FRUGAL_KERNEL_CODE
+
+namespace detail {
+struct bit_or {
+  FRUGAL_HOST_DEVICE unsigned operator()(unsigned a, unsigned b) const { return a | b; }
+};
+}  // namespace detail
+
+//! The last step of routing, shared by the warp and block paths: lane r < k of a logical warp of
+//! W lanes holds the r-th chosen key; returns the slot with its final weight (scores of the
+//! chosen experts recomputed from their logits, NaN scores weigh 0, degenerate rows get experts
+//! 0..k-1 with weight 0, then renormalisation and scaling).
+template <class Config, int W, class T, class NoiseT>
+FRUGAL_DEVICE route_slot finish_route(topk_key chosen, const T* row, const NoiseT* noise_row, std::int64_t token,
+                                      bool active, const route_params& params, const softmax_stats& stats,
+                                      bool& degenerate) {
+  using S = typename Config::scoring;
+  constexpr int K = Config::k;
+  const int lane = int(lane_index()) % W;
+  const bool holds_slot = lane < K;
+  route_slot slot;
+  slot.expert = holds_slot ? int(topk_key_index(chosen)) : 0;
+  float chosen_x = NAN;
+  if (holds_slot && active) {
+    const int e = slot.expert;
+    chosen_x = transformed_logit(to_float(row[e]), params, token, e, noise_row ? to_float(noise_row[e]) : NAN);
+  }
+  float weight;
+  if constexpr (Config::kind == scoring_kind::selected_softmax) {
+    softmax_stats selected;
+    selected.max = warp_max<W>(holds_slot ? fmaxf(-INFINITY, chosen_x) : -INFINITY);
+    selected.sum = warp_sum<W>(holds_slot ? softmax_term(chosen_x, selected.max) : 0.0f);
+    selected.inf_count = warp_sum<W>(holds_slot && chosen_x == INFINITY ? 1.0f : 0.0f);
+    weight = selected.probability(chosen_x);
+    degenerate = degenerate || selected.degenerate();
+  } else if constexpr (Config::kind == scoring_kind::row_softmax) {
+    weight = stats.probability(chosen_x);
+  } else {
+    weight = elementwise_score<S>(chosen_x);
+  }
+  if (weight != weight) weight = 0.0f;  // a NaN score carries no weight
+  if (degenerate) {
+    slot.expert = lane;
+    weight = 0.0f;
+  }
+  if (params.renormalize) {
+    const float total = warp_sum<W>(holds_slot ? weight : 0.0f);
+    weight = weight / (total + params.renormalize_epsilon);
+  }
+  slot.weight = weight * params.routed_scaling;
+  return slot;
+}
+
+//! Routes one token. Every lane of the warp must call it (lanes of logical warps whose token does
+//! not exist pass active = false and still take part in the shuffles).
+//!
+//! @param row         the token's E logits (any of float, __half, __nv_bfloat16)
+//! @param noise_row   the token's noise-network logits, or nullptr
+//! @param token       the token's index (seeds the noise)
+//! @param active      false for a logical warp without a token
+//! @param degenerate  set (in every lane) when the row is degenerate: ids 0..k-1, weights 0
+template <class Config, class T, class NoiseT = T>
+FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
+                                    const route_params& params, bool& degenerate) {
+  static_assert(!Config::block_path, "frugal::moe::warp_route: NumExperts > 1024 routes with one block per token");
+  using S = typename Config::scoring;
+  constexpr int E = Config::experts, K = Config::k, W = Config::lanes, I = Config::items;
+  constexpr int G = Config::groups, EPG = Config::experts_per_group;
+  const int lane = int(lane_index()) % W;
+
+  // 1. Transformed logits, expert e = i * W + lane.
+  float x[I];
+  FRUGAL_UNROLL
+  for (int i = 0; i < I; ++i) {
+    const int e = i * W + lane;
+    x[i] = NAN;
+    if (active && e < E) {
+      const float noise_logit = noise_row ? to_float(noise_row[e]) : NAN;
+      x[i] = transformed_logit(to_float(row[e]), params, token, e, noise_logit);
+    }
+  }
+
+  // 2. Scores and selection values.
+  softmax_stats stats;
+  float v[I];
+  bool any_number = false;
+  if constexpr (Config::kind == scoring_kind::row_softmax) {
+    float m = -INFINITY;
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) m = fmaxf(m, x[i]);
+    stats.max = warp_max<W>(m);
+    float sum = 0.0f, infs = 0.0f;
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      sum += softmax_term(x[i], stats.max);
+      infs += x[i] == INFINITY ? 1.0f : 0.0f;
+    }
+    stats.sum = warp_sum<W>(sum);
+    stats.inf_count = warp_sum<W>(infs);
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * W + lane;
+      v[i] = selection_value<S>(x[i], stats.probability(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
+    }
+    degenerate = stats.degenerate();
+  } else {
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * W + lane;
+      v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
+      any_number = any_number || (e < E && v[i] == v[i]);
+    }
+    degenerate = warp_max<W>(any_number ? 1 : 0) == 0;
+  }
+
+  // 3. Group-limited routing: keep the best TopKGroups groups.
+  unsigned kept_groups = ~0u;
+  if constexpr (G > 1) {
+    const bool top2 = group_uses_top2<Config::group_rule>(params.selection_bias) && EPG >= 2;
+    float g1[G], g2[G];
+    FRUGAL_UNROLL
+    for (int g = 0; g < G; ++g) g1[g] = g2[g] = -INFINITY;
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * W + lane, group = e / EPG;
+      const float gv = e < E ? group_input(v[i]) : -INFINITY;
+      FRUGAL_UNROLL
+      for (int g = 0; g < G; ++g)
+        if (group == g) merge_top2(g1[g], g2[g], gv, -INFINITY);
+    }
+    float mine = -INFINITY;
+    FRUGAL_UNROLL
+    for (int g = 0; g < G; ++g) {
+      float a1 = g1[g], a2 = g2[g];
+      FRUGAL_UNROLL
+      for (int offset = W / 2; offset > 0; offset /= 2) {
+        const float b1 = shfl_xor<W>(a1, offset);
+        const float b2 = top2 ? shfl_xor<W>(a2, offset) : -INFINITY;
+        merge_top2(a1, a2, b1, b2);
+      }
+      if (lane == g) mine = top2 ? a1 + a2 : a1;
+    }
+    topk_key group_key[1] = {lane < G ? make_topk_key(mine, std::uint32_t(lane)) : empty_topk_key};
+    const topk_key kept = warp_topk<1, W>(group_key, Config::topk_groups);
+    const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
+    kept_groups = warp_allreduce<W>(bit, detail::bit_or{});
+  }
+
+  // 4. Top-k over the selection values of the kept groups.
+  topk_key keys[I];
+  FRUGAL_UNROLL
+  for (int i = 0; i < I; ++i) {
+    const int e = i * W + lane;
+    const bool allowed = e < E && ((kept_groups >> (e / EPG)) & 1u);
+    keys[i] = allowed ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
+  }
+  const topk_key chosen = warp_topk<I, W>(keys, K);
+
+  return finish_route<Config, W>(chosen, row, noise_row, token, active, params, stats, degenerate);
+}
+
+#endif  // FRUGAL_KERNEL_CODE
+
+}  // namespace frugal::moe

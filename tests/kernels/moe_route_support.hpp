@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared by the routing tests: input patterns, and running frugal::moe::route against
+// frugal::reference::route with the comparison rules of docs/moe_routing.md.
+#pragma once
+
+#include <frugal/moe/device_route.cuh>
+#include <frugal/reference/moe_route.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "support/test_support.hpp"
+
+namespace frugal::test {
+
+enum class logits_pattern { random, ties, specials, all_equal, one_hot, nan_rows, neg_inf_rows };
+
+inline const char* pattern_name(logits_pattern p) {
+  switch (p) {
+    case logits_pattern::random: return "random";
+    case logits_pattern::ties: return "ties";
+    case logits_pattern::specials: return "specials";
+    case logits_pattern::all_equal: return "all_equal";
+    case logits_pattern::one_hot: return "one_hot";
+    case logits_pattern::nan_rows: return "nan_rows";
+    case logits_pattern::neg_inf_rows: return "neg_inf_rows";
+  }
+  return "?";
+}
+
+//! [tokens, experts] logits. `ties`: 6 distinct values; `specials`: NaN, +-inf, -0.0 sprinkled;
+//! `one_hot`: expert 3 % E is far ahead in every row (every token wants it); `nan_rows` and
+//! `neg_inf_rows`: every third row entirely NaN / -inf, the rest random.
+template <class T>
+std::vector<T> make_logits(logits_pattern p, std::int64_t tokens, int experts, std::mt19937_64& rng) {
+  std::vector<T> x(std::size_t(tokens) * experts);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (int e = 0; e < experts; ++e) {
+      float f = normal(rng);
+      switch (p) {
+        case logits_pattern::random: break;
+        case logits_pattern::ties: f = float(int(rng() % 6)) * 0.5f - 1.0f; break;
+        case logits_pattern::specials: {
+          const unsigned r = unsigned(rng() % 16);
+          f = r == 0 ? nan : r == 1 ? inf : r == 2 ? -inf : r == 3 ? -0.0f : f;
+          break;
+        }
+        case logits_pattern::all_equal: f = 0.75f; break;
+        case logits_pattern::one_hot: f = e == 3 % experts ? 8.0f + f * 0.01f : f; break;
+        case logits_pattern::nan_rows: f = t % 3 == 0 ? nan : f; break;
+        case logits_pattern::neg_inf_rows: f = t % 3 == 0 ? -inf : f; break;
+      }
+      x[std::size_t(t) * experts + e] = from_float<T>(f);
+    }
+  return x;
+}
+
+struct route_case {
+  logits_pattern pattern = logits_pattern::random;
+  std::int64_t tokens = 64;
+  moe::route_params params;
+  bool with_noise_logits = false;
+  bool with_source_rows = true;
+};
+
+template <class W>
+float weight_tolerance(float reference) {
+  // fp32: butterfly vs sequential sums and the GPU's expf differ by a few ulps of each term.
+  // bf16/fp16 outputs: one rounding of the result.
+  const float rel = std::is_same_v<W, float> ? 3e-5f : std::is_same_v<W, __half> ? 1e-3f : 8e-3f;
+  return rel * std::fabs(reference) + 1e-6f;
+}
+
+//! Runs route<Config> on a case and requires ids, source rows and degenerate counts to equal the
+//! reference exactly and weights within weight_tolerance.
+template <class Config, class T = float, class IdT = std::int32_t, class W = float>
+void check_route(const route_case& c, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " groups " << Config::groups << "/" << Config::topk_groups << " scoring "
+            << Config::scoring::name << " logits " << type_name<T>() << " pattern " << pattern_name(c.pattern)
+            << " tokens " << c.tokens);
+  const auto logits = make_logits<T>(c.pattern, c.tokens, E, rng);
+  std::vector<T> noise_logits;
+  if (c.with_noise_logits) noise_logits = make_logits<T>(logits_pattern::random, c.tokens, E, rng);
+  const auto ref = reference::route<Config, float>(logits.data(), c.with_noise_logits ? noise_logits.data() : nullptr,
+                                                   c.tokens, c.params);
+
+  device_buffer<T> d_logits(logits), d_noise(noise_logits);
+  device_buffer<IdT> d_ids(std::size_t(c.tokens) * K);
+  device_buffer<W> d_weights(std::size_t(c.tokens) * K);
+  device_buffer<std::int32_t> d_rows(std::size_t(c.tokens) * K), d_degenerate(1);
+  d_ids.fill_bytes(0x7f);  // poison: every slot must be written
+  d_weights.fill_bytes(0x7f);
+  d_degenerate.fill_bytes(0);
+  // Parameter arrays live on the device too.
+  moe::route_params p = c.params;
+  device_buffer<float> d_bias(p.selection_bias ? std::vector<float>(p.selection_bias, p.selection_bias + E) : std::vector<float>{});
+  device_buffer<std::int32_t> d_map(p.expert_map ? std::vector<std::int32_t>(p.expert_map, p.expert_map + E) : std::vector<std::int32_t>{});
+  device_buffer<std::uint8_t> d_mask(p.row_mask ? std::vector<std::uint8_t>(p.row_mask, p.row_mask + c.tokens) : std::vector<std::uint8_t>{});
+  if (p.selection_bias) p.selection_bias = d_bias.data();
+  if (p.expert_map) p.expert_map = d_map.data();
+  if (p.row_mask) p.row_mask = d_mask.data();
+
+  moe::route_outputs<IdT, W> out{d_ids.data(), d_weights.data(), c.with_source_rows ? d_rows.data() : nullptr,
+                                 d_degenerate.data()};
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data(), c.with_noise_logits ? d_noise.data() : nullptr},
+                                       out, c.tokens, p));
+  synchronize();
+  const auto ids = d_ids.download();
+  const auto weights = d_weights.download();
+  const auto rows = d_rows.download();
+  CHECK(d_degenerate.download()[0] == ref.degenerate_rows);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    INFO("token " << i / K << " slot " << i % K);
+    REQUIRE(std::int64_t(ids[i]) == ref.ids[i]);
+    const float w = to_float(weights[i]), rw = ref.weights[i];
+    REQUIRE(std::fabs(w - rw) <= weight_tolerance<W>(rw));
+    if (c.with_source_rows) REQUIRE(rows[i] == ref.source_rows[i]);
+  }
+}
+
+}  // namespace frugal::test

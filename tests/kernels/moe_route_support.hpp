@@ -81,8 +81,8 @@ void check_route(const route_case& c, unsigned long long seed) {
   FRUGAL_SEEDED_RNG(rng, seed);
   constexpr int E = Config::experts, K = Config::k;
   INFO("E " << E << " k " << K << " groups " << Config::groups << "/" << Config::topk_groups << " scoring "
-            << Config::scoring::name << " logits " << type_name<T>() << " pattern " << pattern_name(c.pattern)
-            << " tokens " << c.tokens);
+            << std::string(Config::scoring::name) << " logits " << std::string(type_name<T>()) << " pattern "
+            << std::string(pattern_name(c.pattern)) << " tokens " << c.tokens);
   const auto logits = make_logits<T>(c.pattern, c.tokens, E, rng);
   std::vector<T> noise_logits;
   if (c.with_noise_logits) noise_logits = make_logits<T>(logits_pattern::random, c.tokens, E, rng);
@@ -116,9 +116,12 @@ void check_route(const route_case& c, unsigned long long seed) {
   CHECK(d_degenerate.download()[0] == ref.degenerate_rows);
   for (std::size_t i = 0; i < ids.size(); ++i) {
     INFO("token " << i / K << " slot " << i % K);
-    REQUIRE(std::int64_t(ids[i]) == ref.ids[i]);
+    if (std::int64_t(ids[i]) != ref.ids[i])
+      FAIL("expert " << ids[i] << " vs reference " << ref.ids[i] << " (token " << i / K << " slot " << i % K << ")");
     const float w = to_float(weights[i]), rw = ref.weights[i];
-    REQUIRE(std::fabs(w - rw) <= weight_tolerance<W>(rw));
+    if (!(w == rw || std::fabs(w - rw) <= weight_tolerance<W>(rw)))
+      FAIL("weight " << w << " vs reference " << rw << " (token " << i / K << " slot " << i % K << ", expert "
+                     << ids[i] << ")");
     if (c.with_source_rows) REQUIRE(rows[i] == ref.source_rows[i]);
   }
 }

@@ -36,6 +36,11 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
   for (int i = 1; i < ItemsPerLane; ++i) best = items[i] > best ? items[i] : best;
 
   topk_key mine = empty_topk_key;
+  // Rounds stay a loop: unrolling k rounds of an unrolled rescan multiplies code size (and
+  // compile time) by k for no gain.
+#if defined(__CUDA_ARCH__)
+#pragma unroll 1
+#endif
   for (int rank = 0; rank < k; ++rank) {
     const topk_key winner = warp_max<Width>(best);
     if (lane == rank) mine = winner;

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: Apache-2.0
+// frugal::moe::route: every scoring mode, selection bias, group-limited routing, renormalisation,
+// scaling, soft-capping, expert parallelism, padding rows, noisy top-k, element types, the block
+// path (E > 1024), determinism and argument checking, each against the reference.
+#include <cstring>
+
+#include "moe_route_support.hpp"
+
+using namespace frugal;
+using frugal::test::logits_pattern;
+
+namespace {
+
+// A user's scoring functor: s = 1 + tanh(x) / 2 (positive, not declared monotone, so frugal
+// selects on the scores themselves).
+struct half_tanh_scoring {
+  static constexpr const char* name = "user:half_tanh";
+  template <class R>
+  FRUGAL_HOST_DEVICE R operator()(R x) const {
+    using std::tanh;
+    return R(1) + tanh(x) / R(2);
+  }
+  template <class R>
+  FRUGAL_HOST_DEVICE R derivative(R x, R) const {
+    using std::tanh;
+    const R t = tanh(x);
+    return (R(1) - t * t) / R(2);
+  }
+};
+
+const logits_pattern all_patterns[] = {logits_pattern::random, logits_pattern::ties, logits_pattern::specials,
+                                       logits_pattern::all_equal, logits_pattern::one_hot, logits_pattern::nan_rows,
+                                       logits_pattern::neg_inf_rows};
+
+template <class Config, class T = float, class IdT = std::int32_t, class W = float>
+void all_patterns_with(test::route_case c, unsigned long long seed) {
+  for (auto p : all_patterns) {
+    c.pattern = p;
+    test::check_route<Config, T, IdT, W>(c, seed++);
+  }
+}
+
+std::vector<float> random_bias(int experts, unsigned long long seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  std::vector<float> b(static_cast<std::size_t>(experts));
+  for (auto& v : b) v = u(rng);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("route scoring: sigmoid, sqrt-softplus, none, top-k-then-softmax, a user functor") {
+  test::route_case c;
+  all_patterns_with<moe::route_config<64, 4, moe::sigmoid_scoring>>(c, 100);
+  all_patterns_with<moe::route_config<160, 6, moe::sqrt_softplus_scoring>>(c, 200);
+  all_patterns_with<moe::route_config<96, 8, moe::identity_scoring>>(c, 300);
+  all_patterns_with<moe::route_config<8, 2, moe::topk_softmax_scoring>>(c, 400);  // Mixtral
+  all_patterns_with<moe::route_config<128, 4, moe::topk_softmax_scoring>>(c, 500);  // gpt-oss-120b
+  all_patterns_with<moe::route_config<60, 4, half_tanh_scoring>>(c, 600);
+}
+
+TEST_CASE("route: selection bias changes which experts win, not their weights") {
+  const auto bias = random_bias(256, 1);
+  test::route_case c;
+  c.params.selection_bias = bias.data();
+  all_patterns_with<moe::route_config<256, 8, moe::softmax_scoring>>(c, 700);
+  all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring>>(c, 800);
+  all_patterns_with<moe::route_config<256, 8, moe::topk_softmax_scoring>>(c, 900);
+}
+
+TEST_CASE("route: DeepSeek-V3 gate (sigmoid, bias, 8 groups, top-4 groups by top-2 sum, top-8, renorm, x2.5)") {
+  const auto bias = random_bias(256, 2);
+  test::route_case c;
+  c.params.selection_bias = bias.data();
+  c.params.renormalize = true;
+  c.params.routed_scaling = 2.5f;
+  c.tokens = 200;
+  all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(c, 1000);
+  // Without the bias the automatic group score is the group max.
+  c.params.selection_bias = nullptr;
+  all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(c, 1100);
+}
+
+TEST_CASE("route: group-limited shapes (non-power-of-two groups, 32 groups, small E, explicit rules)") {
+  const auto bias = random_bias(1024, 3);
+  test::route_case c;
+  all_patterns_with<moe::route_config<160, 6, moe::softmax_scoring, 8, 3>>(c, 1200);  // 20 experts per group
+  all_patterns_with<moe::route_config<64, 8, moe::softmax_scoring, 32, 4>>(c, 1300);  // 2 experts per group
+  all_patterns_with<moe::route_config<8, 2, moe::softmax_scoring, 4, 2>>(c, 1400);    // logical warps of 8 lanes
+  all_patterns_with<moe::route_config<384, 22, moe::softmax_scoring, 32, 32>>(c, 1500);
+  all_patterns_with<moe::route_config<96, 4, moe::sigmoid_scoring, 6, 2, moe::group_score::top2_sum>>(c, 1600);
+  c.params.selection_bias = bias.data();
+  all_patterns_with<moe::route_config<96, 4, moe::sigmoid_scoring, 6, 2, moe::group_score::max>>(c, 1700);
+  all_patterns_with<moe::route_config<1024, 32, moe::sigmoid_scoring, 16, 4>>(c, 1800);
+}
+
+TEST_CASE("route: renormalisation with epsilon, routed scaling, soft-capping") {
+  test::route_case c;
+  c.params.renormalize = true;
+  c.params.renormalize_epsilon = 1e-6f;
+  c.params.routed_scaling = 16.0f;
+  all_patterns_with<moe::route_config<32, 4, moe::softmax_scoring>>(c, 1900);
+  all_patterns_with<moe::route_config<64, 6, moe::sigmoid_scoring>>(c, 2000);
+  c.params = {};
+  c.params.softcap = 3.0f;
+  all_patterns_with<moe::route_config<64, 6, moe::softmax_scoring>>(c, 2100);
+  c.params.renormalize = true;
+  all_patterns_with<moe::route_config<128, 8, moe::sigmoid_scoring, 4, 2>>(c, 2200);
+}
+
+TEST_CASE("route: expert parallelism by range and by map, non-local experts written as not_routed") {
+  test::route_case c;
+  c.params.local_expert_begin = 64;
+  c.params.local_expert_end = 128;
+  all_patterns_with<moe::route_config<256, 8>>(c, 2300);
+  std::vector<std::int32_t> map(160);
+  for (int e = 0; e < 160; ++e) map[std::size_t(e)] = e % 3 == 0 ? e / 3 : -1;
+  c.params = {};
+  c.params.expert_map = map.data();
+  all_patterns_with<moe::route_config<160, 6, moe::sigmoid_scoring>>(c, 2400);
+}
+
+TEST_CASE("route: padding rows produce no routing") {
+  test::route_case c;
+  c.tokens = 97;
+  std::vector<std::uint8_t> mask(97);
+  for (int t = 0; t < 97; ++t) mask[std::size_t(t)] = t % 4 != 1;
+  c.params.row_mask = mask.data();
+  all_patterns_with<moe::route_config<256, 8>>(c, 2500);
+  all_patterns_with<moe::route_config<8, 2, moe::topk_softmax_scoring>>(c, 2600);
+  all_patterns_with<moe::route_config<2048, 8>>(c, 2700);
+}
+
+TEST_CASE("route: noisy top-k is reproducible from the seed") {
+  test::route_case c;
+  c.params.noise_std = 1.0f;
+  c.params.noise_seed = 0x1234567890abcdefull;
+  c.params.noise_offset = 7;
+  all_patterns_with<moe::route_config<64, 2>>(c, 2800);
+  c.with_noise_logits = true;  // Shazeer et al.: std = softplus(noise logits)
+  all_patterns_with<moe::route_config<64, 2>>(c, 2900);
+  // Same seed and offset: bitwise the same; another offset: different choices.
+  FRUGAL_SEEDED_RNG(rng, 3000);
+  const std::int64_t tokens = 256;
+  const auto logits = test::make_logits<float>(logits_pattern::ties, tokens, 64, rng);
+  test::device_buffer<float> d_logits(logits), w1(tokens * 2), w2(tokens * 2), w3(tokens * 2);
+  test::device_buffer<std::int32_t> i1(tokens * 2), i2(tokens * 2), i3(tokens * 2);
+  moe::route_params p;
+  p.noise_std = 0.5f;
+  p.noise_seed = 42;
+  using config = moe::route_config<64, 2>;
+  FRUGAL_REQUIRE_OK(moe::route<config>(d_logits.data(), moe::route_outputs<>{i1.data(), w1.data()}, tokens, p));
+  FRUGAL_REQUIRE_OK(moe::route<config>(d_logits.data(), moe::route_outputs<>{i2.data(), w2.data()}, tokens, p));
+  p.noise_offset = 1;
+  FRUGAL_REQUIRE_OK(moe::route<config>(d_logits.data(), moe::route_outputs<>{i3.data(), w3.data()}, tokens, p));
+  test::synchronize();
+  CHECK(i1.download() == i2.download());
+  const auto a = w1.download(), b = w2.download();
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  CHECK(i1.download() != i3.download());
+}
+
+TEST_CASE("route: bf16 and fp16 logits, int64 ids, bf16 and fp16 weights") {
+  test::route_case c;
+  c.params.renormalize = true;
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3100);
+  all_patterns_with<moe::route_config<160, 6, moe::sigmoid_scoring>, __half>(c, 3200);
+  all_patterns_with<moe::route_config<256, 8>, float, std::int64_t, __nv_bfloat16>(c, 3300);
+  all_patterns_with<moe::route_config<64, 8, moe::sigmoid_scoring, 8, 2>, __nv_bfloat16, std::int64_t, __half>(c, 3400);
+}
+
+TEST_CASE("route block path: E = 2048 and 4096") {
+  const auto bias = random_bias(4096, 4);
+  test::route_case c;
+  c.tokens = 12;
+  all_patterns_with<moe::route_config<2048, 8>>(c, 3500);
+  all_patterns_with<moe::route_config<4096, 32, moe::sigmoid_scoring>>(c, 3600);
+  c.params.selection_bias = bias.data();
+  c.params.renormalize = true;
+  all_patterns_with<moe::route_config<4096, 16, moe::sigmoid_scoring, 32, 4>, __nv_bfloat16>(c, 3700);
+  all_patterns_with<moe::route_config<3072, 6, moe::topk_softmax_scoring, 8, 2>>(c, 3800);
+}
+
+TEST_CASE("route: bitwise deterministic across runs") {
+  FRUGAL_SEEDED_RNG(rng, 3900);
+  const std::int64_t tokens = 1000;
+  const auto logits = test::make_logits<__nv_bfloat16>(logits_pattern::ties, tokens, 256, rng);
+  const auto bias = random_bias(256, 5);
+  test::device_buffer<__nv_bfloat16> d_logits(logits);
+  test::device_buffer<float> d_bias(bias), w1(tokens * 8), w2(tokens * 8);
+  test::device_buffer<std::int32_t> i1(tokens * 8), i2(tokens * 8);
+  moe::route_params p;
+  p.selection_bias = d_bias.data();
+  p.renormalize = true;
+  p.routed_scaling = 2.5f;
+  using config = moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>;
+  FRUGAL_REQUIRE_OK(moe::route<config>(d_logits.data(), moe::route_outputs<>{i1.data(), w1.data()}, tokens, p));
+  FRUGAL_REQUIRE_OK(moe::route<config>(d_logits.data(), moe::route_outputs<>{i2.data(), w2.data()}, tokens, p));
+  test::synchronize();
+  CHECK(i1.download() == i2.download());
+  const auto a = w1.download(), b = w2.download();
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("route: invalid arguments are refused with a message") {
+  using config = moe::route_config<64, 4>;
+  test::device_buffer<float> x(64), w(4);
+  test::device_buffer<std::int32_t> ids(4);
+  const moe::route_outputs<> out{ids.data(), w.data()};
+  auto expect = [](frugal::status s, const char* fragment) {
+    INFO(s.message());
+    CHECK(s.code() == frugal::errc::invalid_argument);
+    CHECK(std::strstr(s.message(), fragment) != nullptr);
+  };
+  expect(moe::route<config>(x.data(), out, -1), "tokens must be >= 0");
+  expect(moe::route<config>((const float*)nullptr, out, 1), "logits is null");
+  expect(moe::route<config>(x.data(), moe::route_outputs<>{nullptr, w.data()}, 1), "ids and weights must not be null");
+  moe::route_params p;
+  p.renormalize_epsilon = -1.0f;
+  expect(moe::route<config>(x.data(), out, 1, p), "renormalize_epsilon");
+  p = {};
+  p.routed_scaling = INFINITY;
+  expect(moe::route<config>(x.data(), out, 1, p), "routed_scaling");
+  p = {};
+  p.softcap = -2.0f;
+  expect(moe::route<config>(x.data(), out, 1, p), "softcap");
+  p = {};
+  p.noise_std = NAN;
+  expect(moe::route<config>(x.data(), out, 1, p), "noise_std");
+  p = {};
+  p.local_expert_begin = 10;
+  p.local_expert_end = 70;
+  expect(moe::route<config>(x.data(), out, 1, p), "local expert range");
+  FRUGAL_REQUIRE_OK(moe::route<config>((const float*)nullptr, moe::route_outputs<>{}, 0));  // T = 0: nothing to do
+}

@@ -58,7 +58,7 @@ struct sqrt_softplus_scoring {
   FRUGAL_HOST_DEVICE static R softplus(R x) {
     using std::exp;
     using std::log1p;
-    return x > R(20) ? x : log1p(exp(x));
+    return x > R(20) ? x + exp(-x) : log1p(exp(x));  // log1p(e^x) = x + log1p(e^-x)
   }
   template <class R>
   FRUGAL_HOST_DEVICE R operator()(R x) const {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 namespace frugal::reference {
@@ -31,9 +32,11 @@ struct route_result {
 
 namespace detail {
 
-template <class R>
-R nan_value() {
-  return std::numeric_limits<R>::quiet_NaN();
+// An element as R: float and double directly, __half and __nv_bfloat16 through fp32.
+template <class R, class T>
+R real_of(T v) {
+  if constexpr (std::is_floating_point_v<T>) return R(v);
+  else return R(to_float(v));
 }
 
 // Transformed logits of one token, in R (noise is a constant drawn in fp32, as on the device).
@@ -42,9 +45,9 @@ std::vector<R> transformed_row(const T* row, const T* noise_row, std::int64_t to
                                const moe::route_params& p) {
   std::vector<R> x(static_cast<std::size_t>(E));
   for (int e = 0; e < E; ++e) {
-    R v = moe::softcap<R>(R(to_float(row[e])), R(p.softcap));
+    R v = moe::softcap<R>(real_of<R>(row[e]), R(p.softcap));
     if (p.noise_std != 0.0f) {
-      const float scale = noise_row ? moe::sqrt_softplus_scoring::softplus(to_float(noise_row[e])) : 1.0f;
+      const float scale = noise_row ? moe::sqrt_softplus_scoring::softplus(real_of<float>(noise_row[e])) : 1.0f;
       v += R(p.noise_std * scale * moe::routing_noise(p, token, e));
     }
     x[std::size_t(e)] = v;
@@ -218,7 +221,7 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
   for (std::int64_t t = 0; t < tokens; ++t) {
     if (p.row_mask && p.row_mask[t] == 0) continue;
     std::vector<R> raw(static_cast<std::size_t>(E));
-    for (int e = 0; e < E; ++e) raw[std::size_t(e)] = R(to_float(logits[t * E + e]));
+    for (int e = 0; e < E; ++e) raw[std::size_t(e)] = detail::real_of<R>(logits[t * E + e]);
     std::vector<R> x(static_cast<std::size_t>(E));
     for (int e = 0; e < E; ++e) {
       x[std::size_t(e)] = moe::softcap<R>(raw[std::size_t(e)], R(p.softcap));
@@ -246,7 +249,7 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
     }
     // d r_j from d w_j: scaling, then renormalisation w = r / (sum r + eps).
     std::vector<R> dr(static_cast<std::size_t>(K));
-    for (int j = 0; j < K; ++j) dr[std::size_t(j)] = R(to_float(d_weights[t * K + j])) * R(p.routed_scaling);
+    for (int j = 0; j < K; ++j) dr[std::size_t(j)] = detail::real_of<R>(d_weights[t * K + j]) * R(p.routed_scaling);
     if (p.renormalize) {
       R sum = 0, dot = 0;
       for (int j = 0; j < K; ++j) sum += r[std::size_t(j)];

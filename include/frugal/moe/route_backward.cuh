@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Backward of the whole gate: d logits [T, E] from d weights [T, k], for every scoring mode,
+//! with renormalisation, scaling and soft-capping, and an optional clip.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/route_backward.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/block.cuh>
+#include <frugal/core/launch.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/core/warp.cuh>
+#include <frugal/moe/route_config.cuh>
+#include <frugal/moe/route_math.cuh>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace frugal::moe {
+
+namespace detail {
+
+template <class S, class = void>
+struct has_derivative : std::false_type {};
+template <class S>
+struct has_derivative<S, std::void_t<decltype(S{}.derivative(0.0f, 0.0f))>> : std::true_type {};
+
+// Sum over the threads that share a token: a logical warp of 32 lanes, or a block of 128.
+template <int Threads>
+struct token_reducer;
+template <>
+struct token_reducer<32> {
+  struct TempStorage {};
+  FRUGAL_DEVICE explicit token_reducer(TempStorage&) {}
+  FRUGAL_DEVICE float sum(float v) { return warp_sum(v); }
+  FRUGAL_DEVICE float max(float v) { return warp_max(v); }
+};
+template <>
+struct token_reducer<128> {
+  using TempStorage = typename block_reduce<float, 128>::TempStorage;
+  block_reduce<float, 128> reduce;
+  FRUGAL_DEVICE explicit token_reducer(TempStorage& s) : reduce(s) {}
+  FRUGAL_DEVICE float sum(float v) { return reduce.sum(v); }
+  FRUGAL_DEVICE float max(float v) { return reduce.max(v); }
+};
+
+// Threads per token: a warp up to 1024 experts, a block of 128 beyond.
+template <class Config>
+inline constexpr int backward_threads = Config::experts > 1024 ? 128 : 32;
+
+template <class Config, class T, class IdT, class G, class D>
+__global__ void __launch_bounds__(128, 1)
+    route_backward_kernel(const T* __restrict__ logits, const IdT* __restrict__ ids, const G* __restrict__ d_weights,
+                          std::int64_t tokens, route_params params, float clip, bool accumulate,
+                          D* __restrict__ d_logits) {
+  using S = typename Config::scoring;
+  constexpr int E = Config::experts, K = Config::k, TPT = backward_threads<Config>, I = (E + TPT - 1) / TPT;
+  constexpr int tokens_per_block = 128 / TPT;
+  __shared__ typename token_reducer<TPT>::TempStorage storage[tokens_per_block];
+  const int local = int(threadIdx.x) % TPT, slot_in_block = int(threadIdx.x) / TPT;
+  token_reducer<TPT> reduce(storage[slot_in_block]);
+
+  const std::int64_t stride = std::int64_t(gridDim.x) * tokens_per_block;
+  for (std::int64_t base = std::int64_t(blockIdx.x) * tokens_per_block; base < tokens; base += stride) {
+    const std::int64_t t = base + slot_in_block;
+    const bool exists = t < tokens;
+    const bool active = exists && !(params.row_mask && params.row_mask[t] == 0);
+    const T* row = logits + (active ? t : 0) * E;
+
+    float raw[I], x[I];
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * TPT + local;
+      raw[i] = active && e < E ? to_float(row[e]) : NAN;
+      x[i] = transformed_logit(raw[i], params, t, e, NAN);
+    }
+    softmax_stats stats;
+    if constexpr (Config::kind == scoring_kind::row_softmax) {
+      float m = -INFINITY;
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i) m = fmaxf(m, x[i]);
+      stats.max = reduce.max(m);
+      float sum = 0.0f, infs = 0.0f;
+      FRUGAL_UNROLL
+      for (int i = 0; i < I; ++i) {
+        sum += softmax_term(x[i], stats.max);
+        infs += x[i] == INFINITY ? 1.0f : 0.0f;
+      }
+      stats.sum = reduce.sum(sum);
+      stats.inf_count = reduce.sum(infs);
+    }
+    if (!exists) continue;  // after the last reduction: the rest needs no other thread
+
+    // The k chosen experts' forward weights before renormalisation (r), then d r.
+    int id[K];
+    float r[K], dr[K];
+    bool degenerate = Config::kind == scoring_kind::row_softmax && stats.degenerate();
+    FRUGAL_UNROLL
+    for (int j = 0; j < K; ++j) {
+      const std::int64_t e = active ? std::int64_t(ids[t * K + j]) : -1;
+      id[j] = (e >= 0 && e < E) ? int(e) : -1;  // out-of-range ids carry no gradient
+      const float xj = id[j] >= 0 ? transformed_logit(to_float(row[id[j]]), params, t, id[j], NAN) : NAN;
+      if constexpr (Config::kind == scoring_kind::row_softmax) r[j] = stats.probability(xj);
+      else if constexpr (Config::kind == scoring_kind::elementwise) r[j] = S{}(xj);
+      else r[j] = xj;  // selected softmax: logits for now, probabilities below
+      dr[j] = id[j] >= 0 ? to_float(d_weights[t * K + j]) * params.routed_scaling : 0.0f;
+    }
+    if constexpr (Config::kind == scoring_kind::selected_softmax) {
+      softmax_stats selected;
+      FRUGAL_UNROLL
+      for (int j = 0; j < K; ++j) selected.max = fmaxf(selected.max, r[j]);
+      FRUGAL_UNROLL
+      for (int j = 0; j < K; ++j) {
+        selected.sum += softmax_term(r[j], selected.max);
+        selected.inf_count += r[j] == INFINITY ? 1.0f : 0.0f;
+      }
+      FRUGAL_UNROLL
+      for (int j = 0; j < K; ++j) r[j] = selected.probability(r[j]);
+      degenerate = degenerate || selected.degenerate();
+    }
+    bool constant[K];  // NaN scores weighed 0 in the forward: constants here
+    FRUGAL_UNROLL
+    for (int j = 0; j < K; ++j) {
+      constant[j] = r[j] != r[j] || id[j] < 0;
+      r[j] = constant[j] ? 0.0f : r[j];
+    }
+    if (params.renormalize) {
+      float sum = 0.0f, dot = 0.0f;
+      FRUGAL_UNROLL
+      for (int j = 0; j < K; ++j) {
+        sum += r[j];
+        dot += dr[j] * r[j];
+      }
+      const float denom = sum + params.renormalize_epsilon;
+      FRUGAL_UNROLL
+      for (int j = 0; j < K; ++j) dr[j] = dr[j] / denom - dot / (denom * denom);
+    }
+    FRUGAL_UNROLL
+    for (int j = 0; j < K; ++j) dr[j] = constant[j] ? 0.0f : dr[j];
+    float dot = 0.0f;
+    FRUGAL_UNROLL
+    for (int j = 0; j < K; ++j) dot += dr[j] * r[j];
+
+    FRUGAL_UNROLL
+    for (int i = 0; i < I; ++i) {
+      const int e = i * TPT + local;
+      if (e >= E) continue;
+      float ds = 0.0f, own_r = 0.0f;
+      FRUGAL_UNROLL
+      for (int j = 0; j < K; ++j)
+        if (id[j] == e) {
+          ds += dr[j];
+          own_r = r[j];
+        }
+      float g;
+      if constexpr (Config::kind == scoring_kind::row_softmax) g = stats.probability(x[i]) * (ds - dot);
+      else if constexpr (Config::kind == scoring_kind::selected_softmax) g = own_r * (ds - dot);
+      else g = ds == 0.0f ? 0.0f : ds * S{}.derivative(x[i], S{}(x[i]));
+      g *= softcap_derivative(raw[i], params.softcap);
+      if (g != g || degenerate || !active) g = 0.0f;
+      if (clip > 0.0f) g = fminf(fmaxf(g, -clip), clip);
+      D* out = d_logits + t * E + e;
+      *out = from_float<D>(accumulate ? to_float(*out) + g : g);
+    }
+  }
+}
+
+}  // namespace detail
+
+//! d logits of routing: given the forward's **global** expert ids [T, k] (route with no
+//! expert-parallel mapping) and d weights [T, k], writes d logits [T, E] (float, __half or
+//! __nv_bfloat16), or adds to them when `accumulate` is true (to sum with auxiliary-loss
+//! gradients). `params` must be the forward's. The selection is piecewise constant and has no
+//! gradient; the bias and the noise are constants; padding rows and degenerate rows get 0; slots
+//! whose id is outside [0, E) contribute nothing. clip > 0 clamps every element to [-clip, clip].
+//! Elementwise scorings need `derivative(x, s)`. One launch, deterministic.
+template <class Config, class T, class IdT, class G, class D>
+status route_backward(const T* logits, const IdT* ids, const G* d_weights, D* d_logits, std::int64_t tokens,
+                      const route_params& params = {}, float clip = 0.0f, bool accumulate = false,
+                      cudaStream_t stream = nullptr) {
+  using S = typename Config::scoring;
+  static_assert(Config::kind != scoring_kind::elementwise || detail::has_derivative<S>::value,
+                "frugal::moe::route_backward: the scoring functor needs derivative(x, s) for the backward");
+  static_assert(is_io_float_v<T> && is_io_float_v<G> && is_io_float_v<D>,
+                "frugal::moe::route_backward: logits, d_weights and d_logits must be float, __half or __nv_bfloat16");
+  static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
+                "frugal::moe::route_backward: ids must be int32 or int64");
+  if (tokens < 0) return status::invalid("frugal::moe::route_backward: tokens must be >= 0");
+  if (tokens == 0) return status{};
+  if (!logits || !ids || !d_weights || !d_logits)
+    return status::invalid("frugal::moe::route_backward: logits, ids, d_weights and d_logits must not be null");
+  if (!(clip >= 0.0f)) return status::invalid("frugal::moe::route_backward: clip must be >= 0 (0 = off)");
+  if (!std::isfinite(params.routed_scaling) || !(params.renormalize_epsilon >= 0.0f) || !(params.softcap >= 0.0f))
+    return status::invalid("frugal::moe::route_backward: params must be the forward's valid params");
+  int sms = 0;
+  FRUGAL_TRY(multiprocessor_count(sms));
+  constexpr int tokens_per_block = 128 / detail::backward_threads<Config>;
+  const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
+  const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
+  return launch(detail::route_backward_kernel<Config, T, IdT, G, D>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
+                logits, ids, d_weights, tokens, params, clip, accumulate, d_logits);
+}
+
+}  // namespace frugal::moe

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: Apache-2.0
+// Thread-level routing math and the routing reference, on the CPU: Philox known answers, the
+// scoring functions and their derivatives, the softmax rules, and the reference backward
+// against central finite differences in fp64 for every scoring mode.
+#include <frugal/core/philox.cuh>
+#include <frugal/moe/route_math.cuh>
+#include <frugal/reference/moe_route.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace frugal;
+
+TEST_CASE("philox4x32-10 known-answer vectors (Random123)") {
+  const auto a = philox4x32_10(philox_words{{0, 0, 0, 0}}, 0, 0);
+  CHECK(a.v[0] == 0x6627e8d5u);
+  CHECK(a.v[1] == 0xe169c58du);
+  CHECK(a.v[2] == 0xbc57ac4cu);
+  CHECK(a.v[3] == 0x9b00dbd8u);
+  const auto b = philox4x32_10(philox_words{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu, 0xffffffffu);
+  CHECK(b.v[0] == 0x408f276du);
+  CHECK(b.v[1] == 0x41c83b0eu);
+  CHECK(b.v[2] == 0xa20bc7c6u);
+  CHECK(b.v[3] == 0x6d5451fdu);
+  const auto c = philox4x32_10(philox_words{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u, 0x299f31d0u);
+  CHECK(c.v[0] == 0xd16cfe09u);
+  CHECK(c.v[1] == 0x94fdcceBu);
+  CHECK(c.v[2] == 0x5001e420u);
+  CHECK(c.v[3] == 0x24126ea1u);
+}
+
+TEST_CASE("routing noise: standard normal moments, reproducible, distinct per (token, expert, offset)") {
+  moe::route_params p;
+  p.noise_seed = 99;
+  double sum = 0, sum2 = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) {
+    const float z = moe::routing_noise(p, i / 64, i % 64);
+    REQUIRE(std::isfinite(z));
+    sum += z;
+    sum2 += double(z) * z;
+  }
+  CHECK(std::fabs(sum / n) < 0.01);
+  CHECK(std::fabs(sum2 / n - 1.0) < 0.02);
+  CHECK(moe::routing_noise(p, 5, 7) == moe::routing_noise(p, 5, 7));
+  CHECK(moe::routing_noise(p, 5, 7) != moe::routing_noise(p, 7, 5));
+  moe::route_params q = p;
+  q.noise_offset = 1;
+  CHECK(moe::routing_noise(p, 5, 7) != moe::routing_noise(q, 5, 7));
+}
+
+TEST_CASE("scoring functions match their definitions, derivatives match finite differences") {
+  for (double x = -30; x <= 30; x += 0.37) {
+    CHECK(moe::sigmoid_scoring{}(x) == doctest::Approx(1.0 / (1.0 + std::exp(-x))).epsilon(1e-14));
+    CHECK(moe::sqrt_softplus_scoring{}(x) == doctest::Approx(std::sqrt(std::log1p(std::exp(x)))).epsilon(1e-12));
+    const double h = 1e-6;
+    for (int mode = 0; mode < 3; ++mode) {
+      auto f = [&](double v) {
+        return mode == 0 ? moe::sigmoid_scoring{}(v) : mode == 1 ? moe::sqrt_softplus_scoring{}(v) : moe::softcap(v, 5.0);
+      };
+      const double numeric = (f(x + h) - f(x - h)) / (2 * h);
+      const double analytic = mode == 0   ? moe::sigmoid_scoring{}.derivative(x, f(x))
+                              : mode == 1 ? moe::sqrt_softplus_scoring{}.derivative(x, f(x))
+                                          : moe::softcap_derivative(x, 5.0);
+      CHECK(analytic == doctest::Approx(numeric).epsilon(1e-6).scale(1e-2));
+    }
+  }
+  // fp32 stays finite and exact at the extremes.
+  CHECK(moe::sigmoid_scoring{}(-100.0f) >= 0.0f);
+  CHECK(moe::sigmoid_scoring{}(100.0f) == 1.0f);
+  CHECK(moe::sqrt_softplus_scoring{}(100.0f) == std::sqrt(100.0f));
+  CHECK(moe::softcap(7.0f, 0.0f) == 7.0f);
+}
+
+TEST_CASE("softmax rules: NaN takes nothing, +inf shares, all -inf is degenerate") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  bool degenerate = false;
+  auto p = reference::detail::softmax<float>({1.0f, nan, 1.0f}, degenerate);
+  CHECK(!degenerate);
+  CHECK(p[0] == 0.5f);
+  CHECK(p[1] == 0.0f);
+  p = reference::detail::softmax<float>({inf, 3.0f, inf, nan}, degenerate);
+  CHECK(p == std::vector<float>{0.5f, 0.0f, 0.5f, 0.0f});
+  p = reference::detail::softmax<float>({-inf, nan}, degenerate);
+  CHECK(degenerate);
+  CHECK(p == std::vector<float>{0.0f, 0.0f});
+  // The device-side statistics give the same probabilities.
+  moe::softmax_stats s;
+  s.max = 2.0f;
+  s.sum = moe::softmax_term(2.0f, 2.0f) + moe::softmax_term(0.0f, 2.0f) + moe::softmax_term(nan, 2.0f);
+  CHECK(s.probability(nan) == 0.0f);
+  CHECK(s.probability(2.0f) == doctest::Approx(1.0 / (1.0 + std::exp(-2.0))));
+}
+
+namespace {
+
+// Central differences of sum_j dw_j * w_j(x) with the chosen experts held fixed.
+template <class Config>
+void check_gradient(const moe::route_params& p, unsigned long long seed, double spread = 2.0) {
+  constexpr int E = Config::experts, K = Config::k;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, spread);
+  const std::int64_t tokens = 5;
+  std::vector<double> x(std::size_t(tokens) * E), dw(std::size_t(tokens) * K);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : dw) v = normal(rng);
+  const auto fwd = reference::route<Config, double>(x.data(), (const double*)nullptr, tokens, p);
+  const auto analytic = reference::route_backward<Config, double>(x.data(), fwd.global_ids.data(), dw.data(), tokens, p);
+  INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " renorm " << p.renormalize
+            << " softcap " << p.softcap << " seed " << seed);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const std::vector<int> ids(fwd.global_ids.begin() + t * K, fwd.global_ids.begin() + (t + 1) * K);
+    for (int e = 0; e < E; ++e) {
+      auto loss = [&](double delta) {
+        std::vector<double> row(x.begin() + t * E, x.begin() + (t + 1) * E);
+        row[std::size_t(e)] += delta;
+        const auto w = reference::route_weights_of<Config, double>(row, ids, p, t);
+        double l = 0;
+        for (int j = 0; j < K; ++j) l += dw[std::size_t(t * K + j)] * w[std::size_t(j)];
+        return l;
+      };
+      const double h = 1e-5, numeric = (loss(h) - loss(-h)) / (2 * h);
+      REQUIRE(analytic[std::size_t(t * E + e)] == doctest::Approx(numeric).epsilon(1e-6).scale(1e-3));
+    }
+  }
+}
+
+struct cubic_scoring {  // a user functor: s = x^3 / 3 + x, strictly increasing
+  static constexpr const char* name = "user:cubic";
+  template <class R> R operator()(R x) const { return x * x * x / R(3) + x; }
+  template <class R> R derivative(R x, R) const { return x * x + R(1); }
+};
+
+}  // namespace
+
+TEST_CASE("reference backward equals finite differences in fp64 for every scoring mode") {
+  for (int variant = 0; variant < 4; ++variant) {
+    moe::route_params p;
+    p.renormalize = variant & 1;
+    p.renormalize_epsilon = 1e-3f;
+    p.routed_scaling = variant & 2 ? 2.5f : 1.0f;
+    p.softcap = variant == 3 ? 3.0f : 0.0f;
+    check_gradient<moe::route_config<16, 4>>(p, 10 + variant);
+    check_gradient<moe::route_config<16, 4, moe::sigmoid_scoring>>(p, 20 + variant);
+    check_gradient<moe::route_config<16, 4, moe::sqrt_softplus_scoring>>(p, 30 + variant);
+    check_gradient<moe::route_config<16, 4, moe::identity_scoring>>(p, 40 + variant, 0.5);
+    check_gradient<moe::route_config<16, 4, moe::topk_softmax_scoring>>(p, 50 + variant);
+    check_gradient<moe::route_config<16, 4, cubic_scoring>>(p, 60 + variant, 0.5);
+    check_gradient<moe::route_config<32, 6, moe::sigmoid_scoring, 4, 2>>(p, 70 + variant);
+  }
+}
+
+TEST_CASE("reference route: hand-checked DeepSeek-style example") {
+  // 8 experts, 4 groups of 2, keep 2 groups, top-2, sigmoid, bias on expert 6.
+  using config = moe::route_config<8, 2, moe::sigmoid_scoring, 4, 2>;
+  const std::vector<float> x = {0.0f, 1.0f, 3.0f, -3.0f, 2.0f, 2.0f, -1.0f, -2.0f};
+  const std::vector<float> bias = {0, 0, 0, 0, 0, 0, 0.99f, 0};
+  moe::route_params p;
+  p.selection_bias = bias.data();
+  // selection values s+b: groups {0,1}: .5+.73=1.23, {2,3}: .95+.05=1.0, {4,5}: .88+.88=1.76,
+  // {6,7}: (.27+.99)+.12=1.38 -> keep groups 2 and 3 -> experts 4,5 (0.88) vs 6 (1.26): 6 then 4.
+  const auto r = reference::route<config, float>(x.data(), (const float*)nullptr, 1, p);
+  CHECK(r.ids == std::vector<int>{6, 4});
+  CHECK(r.weights[0] == doctest::Approx(1.0 / (1.0 + std::exp(1.0))));  // the weight ignores the bias
+  CHECK(r.weights[1] == doctest::Approx(1.0 / (1.0 + std::exp(-2.0))));
+}

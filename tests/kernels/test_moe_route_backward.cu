@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+// frugal::moe::route_backward (fp32) against frugal::reference::route_backward (fp64) for every
+// scoring mode, renormalisation, scaling, soft-capping, groups with bias, padding, clipping and
+// accumulation. The reference itself is checked against finite differences in the host tier.
+#include <frugal/moe/route_backward.cuh>
+
+#include <algorithm>
+#include <cstring>
+
+#include "moe_route_support.hpp"
+
+using namespace frugal;
+using frugal::test::logits_pattern;
+
+namespace {
+
+struct half_tanh_scoring {
+  static constexpr const char* name = "user:half_tanh";
+  template <class R>
+  FRUGAL_HOST_DEVICE R operator()(R x) const {
+    using std::tanh;
+    return R(1) + tanh(x) / R(2);
+  }
+  template <class R>
+  FRUGAL_HOST_DEVICE R derivative(R x, R) const {
+    using std::tanh;
+    const R t = tanh(x);
+    return (R(1) - t * t) / R(2);
+  }
+};
+
+template <class Config, class T = float>
+void check_backward(logits_pattern pattern, moe::route_params params, unsigned long long seed, std::int64_t tokens = 48,
+                    float clip = 0.0f) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " pattern "
+            << std::string(test::pattern_name(pattern)) << " renorm " << params.renormalize << " softcap "
+            << params.softcap << " clip " << clip);
+  const auto logits = test::make_logits<T>(pattern, tokens, E, rng);
+  std::vector<float> d_weights(std::size_t(tokens) * K);
+  std::normal_distribution<float> normal;
+  for (auto& v : d_weights) v = normal(rng);
+  const auto fwd = reference::route<Config, float>(logits.data(), (const T*)nullptr, tokens, params);
+  const auto ref = reference::route_backward<Config, double>(logits.data(), fwd.global_ids.data(), d_weights.data(),
+                                                             tokens, params, clip);
+  test::device_buffer<T> d_logits_in(logits);
+  test::device_buffer<std::int32_t> d_ids(fwd.global_ids);
+  test::device_buffer<float> d_dw(d_weights), d_grad(std::size_t(tokens) * E);
+  test::device_buffer<std::uint8_t> d_mask(params.row_mask ? std::vector<std::uint8_t>(params.row_mask, params.row_mask + tokens)
+                                                           : std::vector<std::uint8_t>{});
+  test::device_buffer<float> d_bias(params.selection_bias ? std::vector<float>(params.selection_bias, params.selection_bias + E)
+                                                          : std::vector<float>{});
+  moe::route_params p = params;
+  if (p.row_mask) p.row_mask = d_mask.data();
+  if (p.selection_bias) p.selection_bias = d_bias.data();
+  d_grad.fill_bytes(0x7f);
+  FRUGAL_REQUIRE_OK(moe::route_backward<Config>(d_logits_in.data(), d_ids.data(), d_dw.data(), d_grad.data(), tokens, p, clip));
+  test::synchronize();
+  const auto grad = d_grad.download();
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    double row_max = 0;
+    for (int e = 0; e < E; ++e) row_max = std::max(row_max, std::fabs(ref[std::size_t(t * E + e)]));
+    for (int e = 0; e < E; ++e) {
+      const double g = grad[std::size_t(t * E + e)], r = ref[std::size_t(t * E + e)];
+      // fp32 against fp64: a few ulps of the row's largest term.
+      if (!(std::fabs(g - r) <= 1e-4 * std::fabs(r) + 2e-5 * row_max + 1e-7))
+        FAIL("d logit " << g << " vs reference " << r << " (token " << t << ", expert " << e << ")");
+    }
+  }
+}
+
+template <class Config, class T = float>
+void all_patterns_backward(moe::route_params p, unsigned long long seed, float clip = 0.0f) {
+  for (auto pattern : {logits_pattern::random, logits_pattern::ties, logits_pattern::specials, logits_pattern::one_hot,
+                       logits_pattern::nan_rows, logits_pattern::neg_inf_rows})
+    check_backward<Config, T>(pattern, p, seed++, 48, clip);
+}
+
+}  // namespace
+
+TEST_CASE("route backward: every scoring mode") {
+  moe::route_params p;
+  all_patterns_backward<moe::route_config<64, 6>>(p, 100);
+  all_patterns_backward<moe::route_config<64, 6, moe::sigmoid_scoring>>(p, 200);
+  all_patterns_backward<moe::route_config<64, 6, moe::sqrt_softplus_scoring>>(p, 300);
+  all_patterns_backward<moe::route_config<64, 6, moe::identity_scoring>>(p, 400);
+  all_patterns_backward<moe::route_config<8, 2, moe::topk_softmax_scoring>>(p, 500);
+  all_patterns_backward<moe::route_config<60, 4, half_tanh_scoring>>(p, 600);
+}
+
+TEST_CASE("route backward: renormalisation, scaling and soft-capping") {
+  moe::route_params p;
+  p.renormalize = true;
+  p.renormalize_epsilon = 1e-6f;
+  p.routed_scaling = 2.5f;
+  all_patterns_backward<moe::route_config<64, 6>>(p, 700);
+  all_patterns_backward<moe::route_config<160, 8, moe::sigmoid_scoring>>(p, 800);
+  all_patterns_backward<moe::route_config<32, 4, moe::topk_softmax_scoring>>(p, 900);
+  p.softcap = 4.0f;
+  all_patterns_backward<moe::route_config<64, 6>>(p, 1000);
+  all_patterns_backward<moe::route_config<96, 8, moe::sqrt_softplus_scoring>>(p, 1100);
+}
+
+TEST_CASE("route backward: DeepSeek-V3 gate with bias and groups, bf16 logits") {
+  std::vector<float> bias(256);
+  for (int e = 0; e < 256; ++e) bias[std::size_t(e)] = 0.001f * float((e * 37) % 101) - 0.05f;
+  moe::route_params p;
+  p.selection_bias = bias.data();
+  p.renormalize = true;
+  p.routed_scaling = 2.5f;
+  all_patterns_backward<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>, __nv_bfloat16>(p, 1200);
+}
+
+TEST_CASE("route backward: large E (warp and block paths), padding rows, clip") {
+  moe::route_params p;
+  all_patterns_backward<moe::route_config<1024, 32>>(p, 1300);
+  all_patterns_backward<moe::route_config<2048, 8, moe::sigmoid_scoring>>(p, 1400);
+  std::vector<std::uint8_t> mask(48);
+  for (int t = 0; t < 48; ++t) mask[std::size_t(t)] = t % 5 != 2;
+  p.row_mask = mask.data();
+  all_patterns_backward<moe::route_config<64, 6>>(p, 1500, 0.01f);
+}
+
+TEST_CASE("route backward: accumulate adds to the existing gradient") {
+  using config = moe::route_config<32, 4>;
+  const std::int64_t tokens = 20;
+  FRUGAL_SEEDED_RNG(rng, 1600);
+  const auto logits = test::make_logits<float>(logits_pattern::random, tokens, 32, rng);
+  const auto fwd = reference::route<config, float>(logits.data(), (const float*)nullptr, tokens, {});
+  std::vector<float> dw(std::size_t(tokens) * 4, 1.0f);
+  test::device_buffer<float> d_x(logits), d_dw(dw), fresh(std::size_t(tokens) * 32), accumulated(std::vector<float>(std::size_t(tokens) * 32, 0.5f));
+  test::device_buffer<std::int32_t> d_ids(fwd.global_ids);
+  FRUGAL_REQUIRE_OK(moe::route_backward<config>(d_x.data(), d_ids.data(), d_dw.data(), fresh.data(), tokens));
+  FRUGAL_REQUIRE_OK(moe::route_backward<config>(d_x.data(), d_ids.data(), d_dw.data(), accumulated.data(), tokens, {}, 0.0f, true));
+  test::synchronize();
+  const auto a = fresh.download(), b = accumulated.download();
+  for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(b[i] == a[i] + 0.5f);
+}
+
+TEST_CASE("route backward: invalid arguments are refused") {
+  using config = moe::route_config<32, 4>;
+  test::device_buffer<float> x(32), dw(4), g(32);
+  test::device_buffer<std::int32_t> ids(4);
+  CHECK(moe::route_backward<config>(x.data(), ids.data(), dw.data(), g.data(), -1).code() == errc::invalid_argument);
+  CHECK(moe::route_backward<config>(x.data(), (const std::int32_t*)nullptr, dw.data(), g.data(), 1).code() == errc::invalid_argument);
+  const auto s = moe::route_backward<config>(x.data(), ids.data(), dw.data(), g.data(), 1, {}, -1.0f);
+  CHECK(s.code() == errc::invalid_argument);
+  CHECK(std::strstr(s.message(), "clip") != nullptr);
+}

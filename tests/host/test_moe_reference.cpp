@@ -169,3 +169,57 @@ TEST_CASE("reference route: hand-checked DeepSeek-style example") {
   CHECK(r.weights[0] == doctest::Approx(1.0 / (1.0 + std::exp(1.0))));  // the weight ignores the bias
   CHECK(r.weights[1] == doctest::Approx(1.0 / (1.0 + std::exp(-2.0))));
 }
+
+#include <frugal/reference/moe_balance.hpp>
+
+namespace {
+
+template <class Config>
+void check_loss_gradients(float softcap, unsigned long long seed) {
+  constexpr int E = Config::experts;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.5);
+  const std::int64_t tokens = 6;
+  std::vector<double> x(std::size_t(tokens) * E);
+  for (auto& v : x) v = normal(rng);
+  moe::route_params p;
+  p.softcap = softcap;
+  const auto fwd = reference::route<Config, double>(x.data(), (const double*)nullptr, tokens, p);
+  const auto lb = reference::load_balancing_loss<Config, double>(x.data(), fwd.ids.data(), tokens, 0.1f, p);
+  const auto lb_grad = reference::load_balancing_loss_backward<Config, double>(x.data(), lb.counts.data(), tokens, 0.1f, p);
+  const auto z_grad = reference::router_z_loss_backward<Config, double>(x.data(), tokens, 0.01f, p);
+  INFO("E " << E << " scoring " << std::string(Config::scoring::name) << " softcap " << softcap);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double h = 1e-5;
+    auto at = [&](double delta, bool z) {
+      std::vector<double> y = x;
+      y[i] += delta;
+      // the counts (which experts were chosen) are held fixed, as the gradient assumes
+      return z ? reference::router_z_loss<Config, double>(y.data(), tokens, 0.01f, p)
+               : reference::load_balancing_loss<Config, double>(y.data(), fwd.ids.data(), tokens, 0.1f, p).loss;
+    };
+    REQUIRE(lb_grad[i] == doctest::Approx((at(h, false) - at(-h, false)) / (2 * h)).epsilon(1e-6).scale(1e-4));
+    REQUIRE(z_grad[i] == doctest::Approx((at(h, true) - at(-h, true)) / (2 * h)).epsilon(1e-6).scale(1e-4));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("reference load-balancing and z-loss gradients equal finite differences in fp64") {
+  for (float softcap : {0.0f, 4.0f}) {
+    check_loss_gradients<moe::route_config<12, 3>>(softcap, 1);
+    check_loss_gradients<moe::route_config<12, 3, moe::sigmoid_scoring>>(softcap, 2);
+    check_loss_gradients<moe::route_config<12, 3, moe::sqrt_softplus_scoring>>(softcap, 3);
+    check_loss_gradients<moe::route_config<12, 3, moe::topk_softmax_scoring>>(softcap, 4);
+  }
+}
+
+TEST_CASE("reference bias update: sign of (mean load - load)") {
+  const std::int32_t counts[4] = {10, 2, 4, 0};  // mean 4
+  float bias[4] = {0, 0, 0, 0};
+  reference::update_selection_bias(counts, 4, 0.5f, bias);
+  CHECK(bias[0] == -0.5f);
+  CHECK(bias[1] == 0.5f);
+  CHECK(bias[2] == 0.0f);
+  CHECK(bias[3] == 0.5f);
+}

@@ -25,11 +25,6 @@ namespace frugal::moe {
 
 namespace detail {
 
-template <class S, class = void>
-struct has_derivative : std::false_type {};
-template <class S>
-struct has_derivative<S, std::void_t<decltype(S{}.derivative(0.0f, 0.0f))>> : std::true_type {};
-
 // Sum over the threads that share a token: a logical warp of 32 lanes, or a block of 128.
 template <int Threads>
 struct token_reducer;
@@ -184,7 +179,7 @@ status route_backward(const T* logits, const IdT* ids, const G* d_weights, D* d_
                       const route_params& params = {}, float clip = 0.0f, bool accumulate = false,
                       cudaStream_t stream = nullptr) {
   using S = typename Config::scoring;
-  static_assert(Config::kind != scoring_kind::elementwise || detail::has_derivative<S>::value,
+  static_assert(Config::kind != scoring_kind::elementwise || scoring_has_derivative<S>,
                 "frugal::moe::route_backward: the scoring functor needs derivative(x, s) for the backward");
   static_assert(is_io_float_v<T> && is_io_float_v<G> && is_io_float_v<D>,
                 "frugal::moe::route_backward: logits, d_weights and d_logits must be float, __half or __nv_bfloat16");

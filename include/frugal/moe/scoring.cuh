@@ -96,10 +96,18 @@ template <class S, class = void>
 struct monotone_of : std::false_type {};
 template <class S>
 struct monotone_of<S, std::void_t<decltype(S::monotone)>> : std::bool_constant<S::monotone> {};
+template <class S, class = void>
+struct has_derivative : std::false_type {};
+template <class S>
+struct has_derivative<S, std::void_t<decltype(S{}.derivative(0.0f, 0.0f))>> : std::true_type {};
+
 }  // namespace detail
 
 template <class S>
 inline constexpr scoring_kind scoring_kind_of = detail::kind_of<S>::value;
+//! Whether an elementwise scoring provides derivative(x, s), which backward passes need.
+template <class S>
+inline constexpr bool scoring_has_derivative = detail::has_derivative<S>::value;
 template <class S>
 inline constexpr bool scoring_is_monotone = detail::monotone_of<S>::value;
 

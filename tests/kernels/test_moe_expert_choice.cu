@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+// Expert-choice routing against the reference: every expert takes its top-capacity tokens.
+#include <frugal/moe/expert_choice.cuh>
+#include <frugal/reference/moe_expert_choice.hpp>
+
+#include <cstring>
+
+#include "moe_route_support.hpp"
+
+using namespace frugal;
+using frugal::test::logits_pattern;
+
+namespace {
+
+template <class Config, class T = float>
+void check_expert_choice(logits_pattern pattern, std::int64_t tokens, int capacity, unsigned long long seed,
+                         bool with_mask = false) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts;
+  INFO("E " << E << " scoring " << std::string(Config::scoring::name) << " pattern " << std::string(test::pattern_name(pattern))
+            << " tokens " << tokens << " capacity " << capacity << " mask " << with_mask);
+  const auto logits = test::make_logits<T>(pattern, tokens, E, rng);
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(tokens));
+  for (std::int64_t t = 0; t < tokens; ++t) mask[std::size_t(t)] = t % 3 != 0;
+  moe::route_params params;
+  if (with_mask) params.row_mask = mask.data();
+  const auto ref = reference::expert_choice<Config>(logits.data(), tokens, capacity, params);
+
+  test::device_buffer<T> d_logits(logits);
+  test::device_buffer<std::int32_t> ids(std::size_t(E) * capacity), per_token(static_cast<std::size_t>(tokens));
+  test::device_buffer<float> weights(std::size_t(E) * capacity);
+  test::device_buffer<std::int64_t> offsets(E + 1);
+  test::device_buffer<std::uint8_t> d_mask(with_mask ? mask : std::vector<std::uint8_t>{});
+  moe::route_params p = params;
+  if (with_mask) p.row_mask = d_mask.data();
+  ids.fill_bytes(0x7f);
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<Config>(nullptr, bytes, d_logits.data(), tokens, capacity, {}, p));
+  test::device_buffer<unsigned char> workspace(bytes);
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<Config>(workspace.data(), bytes, d_logits.data(), tokens, capacity,
+                                                     moe::expert_choice_outputs{ids.data(), weights.data(), offsets.data(),
+                                                                                per_token.data()},
+                                                     p));
+  test::synchronize();
+  CHECK(ids.download() == ref.token_ids);
+  CHECK(per_token.download() == ref.experts_per_token);
+  const auto w = weights.download();
+  for (std::size_t i = 0; i < w.size(); ++i)
+    if (!(w[i] == ref.weights[i] || std::fabs(w[i] - ref.weights[i]) <= 3e-5f * std::fabs(ref.weights[i]) + 1e-7f))
+      FAIL("weight " << w[i] << " vs " << ref.weights[i] << " at slot " << i);
+  const auto o = offsets.download();
+  for (int e = 0; e <= E; ++e) REQUIRE(o[std::size_t(e)] == std::int64_t(e) * capacity);
+}
+
+}  // namespace
+
+TEST_CASE("expert choice: softmax over experts, every pattern, capacities 1 .. T") {
+  for (auto pattern : {logits_pattern::random, logits_pattern::ties, logits_pattern::specials, logits_pattern::all_equal,
+                       logits_pattern::one_hot, logits_pattern::nan_rows, logits_pattern::neg_inf_rows}) {
+    check_expert_choice<moe::expert_choice_config<16>>(pattern, 300, 37, 100 + int(pattern));
+    check_expert_choice<moe::expert_choice_config<8>>(pattern, 64, 64, 200 + int(pattern));
+    check_expert_choice<moe::expert_choice_config<3>>(pattern, 1, 1, 300 + int(pattern));
+  }
+}
+
+TEST_CASE("expert choice: sigmoid scores, bf16 logits, padding rows, many tokens") {
+  check_expert_choice<moe::expert_choice_config<64, moe::sigmoid_scoring>>(logits_pattern::random, 1000, 31, 400);
+  check_expert_choice<moe::expert_choice_config<32>, __nv_bfloat16>(logits_pattern::ties, 777, 50, 410, true);
+  check_expert_choice<moe::expert_choice_config<4>>(logits_pattern::random, 30, 25, 420, true);  // capacity > valid tokens
+  check_expert_choice<moe::expert_choice_config<128>>(logits_pattern::random, 5000, 80, 430);
+}
+
+TEST_CASE("expert choice: arguments are checked") {
+  using config = moe::expert_choice_config<16>;
+  test::device_buffer<float> x(16 * 10), w(16 * 4);
+  test::device_buffer<std::int32_t> ids(16 * 4);
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(nullptr, bytes, x.data(), 10, 4, {}));
+  CHECK(bytes == 10 * 16 * sizeof(float));
+  test::device_buffer<unsigned char> ws(bytes);
+  const moe::expert_choice_outputs out{ids.data(), w.data()};
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 11, out).message(), "capacity") != nullptr);
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 0, out).message(), "capacity") != nullptr);
+  moe::route_params p;
+  float bias[16] = {};
+  p.selection_bias = bias;
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 4, out, p).message(), "bias") != nullptr);
+  std::size_t small = bytes - 1;
+  CHECK(moe::route_expert_choice<config>(ws.data(), small, x.data(), 10, 4, out).code() == errc::invalid_argument);
+}

@@ -6,6 +6,12 @@
 #include <frugal/core/warp.cuh>
 #include <frugal/topk/thread_topk.cuh>
 #include <frugal/topk/warp_topk.cuh>
+#include <frugal/moe/route_config.cuh>
+#if FRUGAL_KERNEL_CODE
+#include <frugal/moe/device_route.cuh>
+#include <frugal/moe/expert_choice.cuh>
+#include <frugal/moe/route_backward.cuh>
+#endif
 #if defined(FRUGAL_FAIL_CASE_kernel_header_in_gxx)
 #include <frugal/topk/device_topk.cuh>
 #endif
@@ -15,6 +21,9 @@ struct twelve_bytes {
 };
 struct nine_bytes {
   char c[9];
+};
+struct no_derivative_scoring {  // a user functor without derivative(x, s)
+  float operator()(float x) const { return x * x; }
 };
 
 #if FRUGAL_KERNEL_CODE
@@ -43,6 +52,29 @@ int main() {
   frugal::vector<double, 4> t;
 #elif defined(FRUGAL_FAIL_CASE_from_float_type)
   auto t = frugal::from_float<twelve_bytes>(1.0f);
+#elif defined(FRUGAL_FAIL_CASE_route_k_exceeds_e)
+  frugal::moe::route_config<8, 9> t;
+#elif defined(FRUGAL_FAIL_CASE_route_k_range)
+  frugal::moe::route_config<256, 33> t;
+#elif defined(FRUGAL_FAIL_CASE_route_e_range)
+  frugal::moe::route_config<5000, 8> t;
+#elif defined(FRUGAL_FAIL_CASE_route_groups_divide)
+  frugal::moe::route_config<160, 8, frugal::moe::softmax_scoring, 7, 2> t;
+#elif defined(FRUGAL_FAIL_CASE_route_groups_range)
+  frugal::moe::route_config<256, 8, frugal::moe::softmax_scoring, 64, 2> t;
+#elif defined(FRUGAL_FAIL_CASE_route_topk_groups)
+  frugal::moe::route_config<256, 8, frugal::moe::softmax_scoring, 8, 9> t;
+#elif defined(FRUGAL_FAIL_CASE_route_k_exceeds_kept_groups)
+  frugal::moe::route_config<256, 9, frugal::moe::softmax_scoring, 32, 1> t;  // keeps 1 group of 8 experts
+#elif defined(FRUGAL_FAIL_CASE_simt_expert_choice_topk_softmax)
+  frugal::moe::expert_choice_config<16, frugal::moe::topk_softmax_scoring> t;
+#elif defined(FRUGAL_FAIL_CASE_simt_route_backward_derivative)
+  using config = frugal::moe::route_config<16, 2, no_derivative_scoring>;
+  auto t = frugal::moe::route_backward<config>((const float*)nullptr, (const int*)nullptr, (const float*)nullptr,
+                                               (float*)nullptr, 1);
+#elif defined(FRUGAL_FAIL_CASE_simt_route_weight_type)
+  using config = frugal::moe::route_config<16, 2>;
+  auto t = frugal::moe::route<config>((const float*)nullptr, frugal::moe::route_outputs<int, int>{}, 1);
 #else
   int t = 0;
 #endif

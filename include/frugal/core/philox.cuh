@@ -43,7 +43,12 @@ FRUGAL_HOST_DEVICE philox_words philox4x32_10(philox_words counter, std::uint32_
 FRUGAL_HOST_DEVICE float normal_from_words(std::uint32_t a, std::uint32_t b) {
   const float u1 = (float(a >> 8) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]
   const float u2 = float(b >> 8) * (1.0f / 16777216.0f);           // [0, 1)
+#if defined(__CUDA_ARCH__)
+  // cospi needs no large-argument reduction (cosf keeps a local-memory slow path for |x| > 1e5).
+  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+#else
   return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853071795864769f * u2);
+#endif
 }
 
 }  // namespace frugal

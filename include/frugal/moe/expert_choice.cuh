@@ -53,7 +53,7 @@ inline constexpr int expert_choice_threads = 256;
 // scores [E, T] (transposed, so that each expert's column is contiguous): the score of every
 // (token, expert); NaN where the token is padding.
 template <class Config, class T>
-__global__ void __launch_bounds__(balance_threads)
+__global__ void __launch_bounds__(balance_threads, 1)
     expert_choice_scores_kernel(const T* __restrict__ logits, std::int64_t tokens, route_params params,
                                 float* __restrict__ scores) {
   using S = typename Config::scoring;

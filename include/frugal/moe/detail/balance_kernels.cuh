@@ -102,7 +102,7 @@ struct token_probabilities {
 // One block per chunk of balance_chunk tokens: probability sums per expert ([blocks, E]) and
 // the sum of squared log-sum-exps ([blocks]), each in token order.
 template <class Config, class T, bool Probabilities>
-__global__ void __launch_bounds__(balance_threads)
+__global__ void __launch_bounds__(balance_threads, 1)
     router_statistics_kernel(const T* __restrict__ logits, std::int64_t tokens, route_params params,
                              float* __restrict__ probability_partials, float* __restrict__ z_partials) {
   constexpr int E = Config::experts;
@@ -177,7 +177,7 @@ enum class loss_kind { load_balancing, z };
 //   load balancing: c * dp/dx . (f - f.p), c = coefficient * E * k / C, f_e = c_e / C;
 //   z: coefficient * 2 * lse / T * softmax(x).
 template <class Config, class T, class D, loss_kind Loss>
-__global__ void __launch_bounds__(balance_threads)
+__global__ void __launch_bounds__(balance_threads, 1)
     loss_backward_kernel(const T* __restrict__ logits, const std::int32_t* __restrict__ counts, std::int64_t tokens,
                          float coefficient, route_params params, bool accumulate, D* __restrict__ d_logits) {
   using S = typename Config::scoring;

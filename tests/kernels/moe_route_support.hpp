@@ -64,6 +64,7 @@ struct route_case {
   moe::route_params params;
   bool with_noise_logits = false;
   bool with_source_rows = true;
+  int misalign_elements = 0;  //!< logits start this many elements past an aligned address
 };
 
 template <class W>
@@ -89,7 +90,9 @@ void check_route(const route_case& c, unsigned long long seed) {
   const auto ref = reference::route<Config, float>(logits.data(), c.with_noise_logits ? noise_logits.data() : nullptr,
                                                    c.tokens, c.params);
 
-  device_buffer<T> d_logits(logits), d_noise(noise_logits);
+  std::vector<T> shifted(std::size_t(c.misalign_elements), from_float<T>(0.0f));
+  shifted.insert(shifted.end(), logits.begin(), logits.end());
+  device_buffer<T> d_logits(shifted), d_noise(noise_logits);
   device_buffer<IdT> d_ids(std::size_t(c.tokens) * K);
   device_buffer<W> d_weights(std::size_t(c.tokens) * K);
   device_buffer<std::int32_t> d_rows(std::size_t(c.tokens) * K), d_degenerate(1);
@@ -107,7 +110,8 @@ void check_route(const route_case& c, unsigned long long seed) {
 
   moe::route_outputs<IdT, W> out{d_ids.data(), d_weights.data(), c.with_source_rows ? d_rows.data() : nullptr,
                                  d_degenerate.data()};
-  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data(), c.with_noise_logits ? d_noise.data() : nullptr},
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data() + c.misalign_elements,
+                                                              c.with_noise_logits ? d_noise.data() : nullptr},
                                        out, c.tokens, p));
   synchronize();
   const auto ids = d_ids.download();

@@ -170,6 +170,15 @@ TEST_CASE("route: bf16 and fp16 logits, int64 ids, bf16 and fp16 weights") {
   all_patterns_with<moe::route_config<64, 8, moe::sigmoid_scoring, 8, 2>, __nv_bfloat16, std::int64_t, __half>(c, 3400);
 }
 
+TEST_CASE("route: logits that are not 16-byte aligned load one element at a time") {
+  test::route_case c;
+  c.misalign_elements = 1;
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3450);
+  all_patterns_with<moe::route_config<384, 8, moe::sigmoid_scoring, 8, 4>, float>(c, 3460);
+  c.misalign_elements = 2;
+  all_patterns_with<moe::route_config<64, 4>, __half>(c, 3470);
+}
+
 TEST_CASE("route block path: E = 2048 and 4096") {
   const auto bias = random_bias(4096, 4);
   test::route_case c;

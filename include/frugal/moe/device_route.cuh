@@ -81,9 +81,14 @@ status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t t
     constexpr int warps_per_block = 4, tokens_per_block = warps_per_block * (32 / Config::lanes);
     const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
     const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
-    return launch(detail::route_warp_kernel<Config, T, IdT, WeightT, warps_per_block>,
-                  launch_config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream}, in.logits, in.noise_logits,
-                  tokens, params, out);
+    const launch_config config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream};
+    constexpr int V = route_vector_width<Config, T>();
+    // Rows are V-aligned when the base is (E is a multiple of V); otherwise load one at a time.
+    if (V > 1 && is_aligned(in.logits, V * sizeof(T)))
+      return launch(detail::route_warp_kernel<Config, V, T, IdT, WeightT, warps_per_block>, config, in.logits,
+                    in.noise_logits, tokens, params, out);
+    return launch(detail::route_warp_kernel<Config, 1, T, IdT, WeightT, warps_per_block>, config, in.logits,
+                  in.noise_logits, tokens, params, out);
   }
 }
 

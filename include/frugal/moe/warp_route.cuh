@@ -8,6 +8,7 @@
 #include <frugal/config.cuh>
 #include <frugal/core/numeric.cuh>
 #include <frugal/core/ordered_key.cuh>
+#include <frugal/core/vector_io.cuh>
 #include <frugal/core/warp.cuh>
 #include <frugal/moe/route_config.cuh>
 #include <frugal/moe/route_math.cuh>
@@ -23,6 +24,16 @@ struct route_slot {
   int expert = 0;
   float weight = 0.0f;
 };
+
+//! The widest vector (at most 16 bytes) that divides both the items per lane and E, so that
+//! each lane's chunks of logits load in single accesses.
+template <class Config, class T>
+constexpr int route_vector_width() {
+  int v = 1;
+  while (v * 2 * int(sizeof(T)) <= 16 && (Config::block_path || Config::items % (v * 2) == 0) && Config::experts % (v * 2) == 0)
+    v *= 2;
+  return Config::block_path ? 1 : v;
+}
 
 #if FRUGAL_KERNEL_CODE
 
@@ -85,7 +96,9 @@ FRUGAL_DEVICE route_slot finish_route(topk_key chosen, const T* row, const Noise
 //! @param token       the token's index (seeds the noise)
 //! @param active      false for a logical warp without a token
 //! @param degenerate  set (in every lane) when the row is degenerate: ids 0..k-1, weights 0
-template <class Config, class T, class NoiseT = T>
+//! @tparam VectorWidth logits loaded VectorWidth at a time (row must then be aligned to
+//!         VectorWidth * sizeof(T)); route_vector_width<Config, T> is the widest that applies
+template <class Config, int VectorWidth = 1, class T, class NoiseT = T>
 FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
                                     const route_params& params, bool& degenerate) {
   static_assert(!Config::block_path, "frugal::moe::warp_route: NumExperts > 1024 routes with one block per token");
@@ -94,15 +107,26 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   constexpr int G = Config::groups, EPG = Config::experts_per_group;
   const int lane = int(lane_index()) % W;
 
-  // 1. Transformed logits, expert e = i * W + lane.
+  // 1. Transformed logits. Item i of a lane is expert expert_of(i): chunks of V consecutive
+  //    experts per lane (one vector load each), lanes side by side, chunks W * V apart.
+  constexpr int V = VectorWidth;
+  static_assert(V >= 1 && I % V == 0 && E % V == 0 && V * sizeof(T) <= 16,
+                "frugal::moe::warp_route: VectorWidth must divide the items per lane and NumExperts (at most 16 bytes)");
+  auto expert_of = [lane](int i) { return (i / V) * (W * V) + lane * V + i % V; };
   float x[I];
   FRUGAL_UNROLL
-  for (int i = 0; i < I; ++i) {
-    const int e = i * W + lane;
-    x[i] = NAN;
-    if (active && e < E) {
-      const float noise_logit = noise_row ? to_float(noise_row[e]) : NAN;
-      x[i] = transformed_logit(to_float(row[e]), params, token, e, noise_logit);
+  for (int c = 0; c < I / V; ++c) {
+    const int first = expert_of(c * V);
+    vector<T, V> chunk;
+    if (active && first < E) chunk = load_vector<V>(row + first);  // chunks lie wholly inside or outside the row
+    FRUGAL_UNROLL
+    for (int j = 0; j < V; ++j) {
+      const int e = first + j;
+      x[c * V + j] = NAN;
+      if (active && e < E) {
+        const float noise_logit = noise_row ? to_float(noise_row[e]) : NAN;
+        x[c * V + j] = transformed_logit(to_float(chunk[j]), params, token, e, noise_logit);
+      }
     }
   }
 
@@ -125,14 +149,14 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     stats.inf_count = warp_sum<W>(infs);
     FRUGAL_UNROLL
     for (int i = 0; i < I; ++i) {
-      const int e = i * W + lane;
+      const int e = expert_of(i);
       v[i] = selection_value<S>(x[i], stats.probability(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
     }
     degenerate = stats.degenerate();
   } else {
     FRUGAL_UNROLL
     for (int i = 0; i < I; ++i) {
-      const int e = i * W + lane;
+      const int e = expert_of(i);
       v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
       any_number = any_number || (e < E && v[i] == v[i]);
     }
@@ -148,7 +172,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     for (int g = 0; g < G; ++g) g1[g] = g2[g] = -INFINITY;
     FRUGAL_UNROLL
     for (int i = 0; i < I; ++i) {
-      const int e = i * W + lane, group = e / EPG;
+      const int e = expert_of(i), group = e / EPG;
       const float gv = e < E ? group_input(v[i]) : -INFINITY;
       FRUGAL_UNROLL
       for (int g = 0; g < G; ++g)
@@ -176,7 +200,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   topk_key keys[I];
   FRUGAL_UNROLL
   for (int i = 0; i < I; ++i) {
-    const int e = i * W + lane;
+    const int e = expert_of(i);
     const bool allowed = e < E && ((kept_groups >> (e / EPG)) & 1u);
     keys[i] = allowed ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
   }

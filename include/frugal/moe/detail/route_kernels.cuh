@@ -31,7 +31,7 @@ FRUGAL_DEVICE void write_slot(const route_outputs<IdT, WeightT>& out, const rout
   if (r == 0 && degenerate && !padding && out.degenerate_rows) atomicAdd(out.degenerate_rows, 1);
 }
 
-template <class Config, class T, class IdT, class WeightT, int WarpsPerBlock>
+template <class Config, int VectorWidth, class T, class IdT, class WeightT, int WarpsPerBlock>
 __global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
     route_warp_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
                       route_params params, route_outputs<IdT, WeightT> out) {
@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
     const bool active = exists && !padding;
     const std::int64_t row = active ? t : 0;
     bool degenerate = false;
-    const route_slot slot = warp_route<Config>(logits + row * E, noise_logits ? noise_logits + row * E : nullptr, t,
+    const route_slot slot = warp_route<Config, VectorWidth>(logits + row * E, noise_logits ? noise_logits + row * E : nullptr, t,
                                                active, params, degenerate);
     if (exists && r < Config::k) write_slot(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
   }

@@ -8,6 +8,8 @@ import json
 
 import torch
 
+from peer_timing import median_us, rotation_count
+
 
 def softmax_top8(logits):
     scores = logits.float().softmax(dim=-1)
@@ -30,28 +32,11 @@ def deepseek_v3(logits, bias):
     return ids.int(), weights
 
 
-def time_us(fn, inputs, iters=50, warmup=5):
-    for i in range(warmup):
-        fn(inputs[i % len(inputs)])
-    torch.cuda.synchronize()
-    times = []
-    for i in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(inputs[i % len(inputs)])
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
-    l2 = getattr(props, "L2_cache_size", 50 << 20)
     bias = (0.01 * torch.randn(256, device="cuda")).float()
     gates = {"softmax_top8_of_256": (softmax_top8, False), "deepseek_v3_grouped_sigmoid": (deepseek_v3, True)}
     results = []
@@ -59,12 +44,12 @@ def main():
         compiled = torch.compile(fn)
         for tokens in (1, 64, 256, 4096, 16384, 65536):
             nbytes = tokens * 256 * 2
-            copies = max(1, min(64, (2 * l2) // nbytes + 1))
+            copies = rotation_count(nbytes)
             inputs = [torch.randn(tokens, 256, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
             moved = nbytes + tokens * 8 * 8
             for mode, impl in (("eager", fn), ("compile", compiled)):
                 call = (lambda x, impl=impl: impl(x, bias)) if needs_bias else impl
-                us = time_us(call, inputs)
+                us = median_us(call, inputs)
                 results.append({"op": "route", "gate": name, "impl": f"torch.{mode}", "tokens": tokens,
                                 "median_us": us, "GBps": moved / (us * 1e-6) / 1e9})
                 print(f"{name:28s} torch.{mode:7s} T={tokens:6d}: {us:9.2f} us")

@@ -6,21 +6,7 @@ import json
 
 import torch
 
-
-def time_ms(fn, inputs, iters=50, warmup=5):
-    for i in range(warmup):
-        fn(inputs[i % len(inputs)])
-    torch.cuda.synchronize()
-    times = []
-    for i in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(inputs[i % len(inputs)])
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
+from peer_timing import median_us, rotation_count
 
 
 def main():
@@ -28,7 +14,6 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
-    l2 = getattr(props, "L2_cache_size", 50 << 20)
     results = []
     compiled = torch.compile(lambda x, k: torch.topk(x, k, dim=-1, sorted=True))
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
@@ -36,16 +21,15 @@ def main():
             for cols in (256, 1024):
                 for k in (8, 32):
                     bytes_in = rows * cols * torch.finfo(dtype).bits // 8
-                    copies = max(1, min(64, (2 * l2) // bytes_in + 1))
+                    copies = rotation_count(bytes_in)
                     inputs = [torch.randn(rows, cols, device="cuda", dtype=dtype) for _ in range(copies)]
                     moved = bytes_in + rows * k * (torch.finfo(dtype).bits // 8 + 8)
                     for mode, fn in (("eager", lambda x: torch.topk(x, k, dim=-1, sorted=True)),
                                      ("compile", lambda x: compiled(x, k))):
-                        ms = time_ms(fn, inputs)
+                        us = median_us(fn, inputs)
                         results.append({"op": "topk", "impl": f"torch.{mode}", "dtype": name, "rows": rows,
-                                        "cols": cols, "k": k, "median_us": ms * 1e3,
-                                        "GBps": moved / (ms * 1e-3) / 1e9})
-                        print(f"torch.topk {mode:7s} {name} rows={rows} cols={cols} k={k}: {ms * 1e3:.1f} us")
+                                        "cols": cols, "k": k, "median_us": us, "GBps": moved / (us * 1e-6) / 1e9})
+                        print(f"torch.topk {mode:7s} {name} rows={rows} cols={cols} k={k}: {us:.1f} us")
     with open(args.out, "w") as f:
         json.dump({"gpu": props.name, "torch": torch.__version__, "results": results}, f, indent=1)
 

@@ -14,6 +14,23 @@
 
 namespace frugal::test {
 
+//! A user's scoring functor: s = 1 + tanh(x) / 2 (positive, not declared monotone, so frugal
+//! selects on the scores themselves), with its derivative for the backward.
+struct half_tanh_scoring {
+  static constexpr const char* name = "user:half_tanh";
+  template <class R>
+  FRUGAL_HOST_DEVICE R operator()(R x) const {
+    using std::tanh;
+    return R(1) + tanh(x) / R(2);
+  }
+  template <class R>
+  FRUGAL_HOST_DEVICE R derivative(R x, R) const {
+    using std::tanh;
+    const R t = tanh(x);
+    return (R(1) - t * t) / R(2);
+  }
+};
+
 enum class logits_pattern { random, ties, specials, all_equal, one_hot, nan_rows, neg_inf_rows };
 
 inline const char* pattern_name(logits_pattern p) {

@@ -14,20 +14,6 @@ using frugal::test::logits_pattern;
 
 namespace {
 
-struct half_tanh_scoring {
-  static constexpr const char* name = "user:half_tanh";
-  template <class R>
-  FRUGAL_HOST_DEVICE R operator()(R x) const {
-    using std::tanh;
-    return R(1) + tanh(x) / R(2);
-  }
-  template <class R>
-  FRUGAL_HOST_DEVICE R derivative(R x, R) const {
-    using std::tanh;
-    const R t = tanh(x);
-    return (R(1) - t * t) / R(2);
-  }
-};
 
 template <class Config, class T = float>
 void check_backward(logits_pattern pattern, moe::route_params params, unsigned long long seed, std::int64_t tokens = 48,
@@ -86,7 +72,7 @@ TEST_CASE("route backward: every scoring mode") {
   all_patterns_backward<moe::route_config<64, 6, moe::sqrt_softplus_scoring>>(p, 300);
   all_patterns_backward<moe::route_config<64, 6, moe::identity_scoring>>(p, 400);
   all_patterns_backward<moe::route_config<8, 2, moe::topk_softmax_scoring>>(p, 500);
-  all_patterns_backward<moe::route_config<60, 4, half_tanh_scoring>>(p, 600);
+  all_patterns_backward<moe::route_config<60, 4, test::half_tanh_scoring>>(p, 600);
 }
 
 TEST_CASE("route backward: renormalisation, scaling and soft-capping") {

@@ -11,22 +11,6 @@ using frugal::test::logits_pattern;
 
 namespace {
 
-// A user's scoring functor: s = 1 + tanh(x) / 2 (positive, not declared monotone, so frugal
-// selects on the scores themselves).
-struct half_tanh_scoring {
-  static constexpr const char* name = "user:half_tanh";
-  template <class R>
-  FRUGAL_HOST_DEVICE R operator()(R x) const {
-    using std::tanh;
-    return R(1) + tanh(x) / R(2);
-  }
-  template <class R>
-  FRUGAL_HOST_DEVICE R derivative(R x, R) const {
-    using std::tanh;
-    const R t = tanh(x);
-    return (R(1) - t * t) / R(2);
-  }
-};
 
 const logits_pattern all_patterns[] = {logits_pattern::random, logits_pattern::ties, logits_pattern::specials,
                                        logits_pattern::all_equal, logits_pattern::one_hot, logits_pattern::nan_rows,
@@ -57,7 +41,7 @@ TEST_CASE("route scoring: sigmoid, sqrt-softplus, none, top-k-then-softmax, a us
   all_patterns_with<moe::route_config<96, 8, moe::identity_scoring>>(c, 300);
   all_patterns_with<moe::route_config<8, 2, moe::topk_softmax_scoring>>(c, 400);  // Mixtral
   all_patterns_with<moe::route_config<128, 4, moe::topk_softmax_scoring>>(c, 500);  // gpt-oss-120b
-  all_patterns_with<moe::route_config<60, 4, half_tanh_scoring>>(c, 600);
+  all_patterns_with<moe::route_config<60, 4, test::half_tanh_scoring>>(c, 600);
 }
 
 TEST_CASE("route: selection bias changes which experts win, not their weights") {

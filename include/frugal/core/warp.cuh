@@ -107,6 +107,14 @@ FRUGAL_DEVICE T warp_broadcast(T value, int src) {
   return __shfl_sync(full_warp_mask, value, src, Width);
 }
 
+//! Sum and max over a logical warp as an object, so code written against a "reducer" (this, or
+//! frugal::block_reduce) serves warps and blocks alike.
+template <int Width = 32>
+struct warp_reducer {
+  template <class T> FRUGAL_DEVICE T sum(T v) const { return warp_sum<Width>(v); }
+  template <class T> FRUGAL_DEVICE T max(T v) const { return warp_max<Width>(v); }
+};
+
 #endif  // FRUGAL_KERNEL_CODE
 
 }  // namespace frugal

@@ -25,24 +25,11 @@ namespace frugal::moe {
 
 namespace detail {
 
-// Sum over the threads that share a token: a logical warp of 32 lanes, or a block of 128.
-template <int Threads>
-struct token_reducer;
-template <>
-struct token_reducer<32> {
-  struct TempStorage {};
-  FRUGAL_DEVICE explicit token_reducer(TempStorage&) {}
-  FRUGAL_DEVICE float sum(float v) { return warp_sum(v); }
-  FRUGAL_DEVICE float max(float v) { return warp_max(v); }
-};
-template <>
-struct token_reducer<128> {
-  using TempStorage = typename block_reduce<float, 128>::TempStorage;
-  block_reduce<float, 128> reduce;
-  FRUGAL_DEVICE explicit token_reducer(TempStorage& s) : reduce(s) {}
-  FRUGAL_DEVICE float sum(float v) { return reduce.sum(v); }
-  FRUGAL_DEVICE float max(float v) { return reduce.max(v); }
-};
+template <class Reducer, class Storage>
+FRUGAL_DEVICE Reducer make_reducer(Storage& storage) {
+  if constexpr (std::is_constructible_v<Reducer, Storage&>) return Reducer(storage);
+  else return Reducer{};
+}
 
 // Threads per token: a warp up to 1024 experts, a block of 128 beyond.
 template <class Config>
@@ -56,9 +43,11 @@ __global__ void __launch_bounds__(128, 1)
   using S = typename Config::scoring;
   constexpr int E = Config::experts, K = Config::k, TPT = backward_threads<Config>, I = (E + TPT - 1) / TPT;
   constexpr int tokens_per_block = 128 / TPT;
-  __shared__ typename token_reducer<TPT>::TempStorage storage[tokens_per_block];
+  // A warp per token (warp_reducer), or the whole block for one token (block_reduce).
+  using reducer_t = std::conditional_t<TPT == 32, warp_reducer<32>, block_reduce<float, 128>>;
+  __shared__ typename block_reduce<float, 128>::TempStorage storage;
   const int local = int(threadIdx.x) % TPT, slot_in_block = int(threadIdx.x) / TPT;
-  token_reducer<TPT> reduce(storage[slot_in_block]);
+  reducer_t reduce = make_reducer<reducer_t>(storage);
 
   const std::int64_t stride = std::int64_t(gridDim.x) * tokens_per_block;
   for (std::int64_t base = std::int64_t(blockIdx.x) * tokens_per_block; base < tokens; base += stride) {
@@ -75,20 +64,7 @@ __global__ void __launch_bounds__(128, 1)
       x[i] = transformed_logit(raw[i], params, t, e, NAN);
     }
     softmax_stats stats;
-    if constexpr (Config::kind == scoring_kind::row_softmax) {
-      float m = -INFINITY;
-      FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) m = fmaxf(m, x[i]);
-      stats.max = reduce.max(m);
-      float sum = 0.0f, infs = 0.0f;
-      FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) {
-        sum += softmax_term(x[i], stats.max);
-        infs += x[i] == INFINITY ? 1.0f : 0.0f;
-      }
-      stats.sum = reduce.sum(sum);
-      stats.inf_count = reduce.sum(infs);
-    }
+    if constexpr (Config::kind == scoring_kind::row_softmax) stats = softmax_stats_of(x, reduce);
     if (!exists) continue;  // after the last reduction: the rest needs no other thread
 
     // The k chosen experts' forward weights before renormalisation (r), then d r.

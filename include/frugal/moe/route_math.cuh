@@ -59,6 +59,26 @@ FRUGAL_HOST_DEVICE float softmax_term(float x, float max) {
   return (x != x || !(max > -INFINITY) || max == INFINITY) ? 0.0f : std::exp(x - max);
 }
 
+//! softmax_stats of the logits `x` spread over the threads a `reducer` (frugal::warp_reducer or
+//! frugal::block_reduce) combines. Every thread of the reducer must call it.
+template <int Items, class Reducer>
+FRUGAL_HOST_DEVICE softmax_stats softmax_stats_of(const float (&x)[Items], Reducer& reducer) {
+  softmax_stats stats;
+  float m = -INFINITY;
+  FRUGAL_UNROLL
+  for (int i = 0; i < Items; ++i) m = fmaxf(m, x[i]);
+  stats.max = reducer.max(m);
+  float sum = 0.0f, infs = 0.0f;
+  FRUGAL_UNROLL
+  for (int i = 0; i < Items; ++i) {
+    sum += softmax_term(x[i], stats.max);
+    infs += x[i] == INFINITY ? 1.0f : 0.0f;
+  }
+  stats.sum = reducer.sum(sum);
+  stats.inf_count = reducer.sum(infs);
+  return stats;
+}
+
 //! The score of a (transformed) logit for elementwise and selected-softmax scorings
 //! (row softmax needs the row: softmax_stats::probability).
 template <class Scoring>

@@ -135,18 +135,8 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   float v[I];
   bool any_number = false;
   if constexpr (Config::kind == scoring_kind::row_softmax) {
-    float m = -INFINITY;
-    FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) m = fmaxf(m, x[i]);
-    stats.max = warp_max<W>(m);
-    float sum = 0.0f, infs = 0.0f;
-    FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
-      sum += softmax_term(x[i], stats.max);
-      infs += x[i] == INFINITY ? 1.0f : 0.0f;
-    }
-    stats.sum = warp_sum<W>(sum);
-    stats.inf_count = warp_sum<W>(infs);
+    warp_reducer<W> reducer;
+    stats = softmax_stats_of(x, reducer);
     FRUGAL_UNROLL
     for (int i = 0; i < I; ++i) {
       const int e = expert_of(i);

@@ -55,23 +55,13 @@ struct token_probabilities {
     using S = typename Config::scoring;
     constexpr int E = Config::experts;
     const int tid = int(threadIdx.x);
-    float m = -INFINITY;
     FRUGAL_UNROLL
     for (int i = 0; i < I; ++i) {
       const int e = i * balance_threads + tid;
       raw[i] = e < E ? to_float(row[e]) : NAN;
       x[i] = transformed_logit(raw[i], params, token, e, NAN);
-      m = fmaxf(m, x[i]);
     }
-    stats.max = reduce.max(m);
-    float sum = 0.0f, infs = 0.0f;
-    FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
-      sum += softmax_term(x[i], stats.max);
-      infs += x[i] == INFINITY ? 1.0f : 0.0f;
-    }
-    stats.sum = reduce.sum(sum);
-    stats.inf_count = reduce.sum(infs);
+    stats = softmax_stats_of(x, reduce);
     if constexpr (Config::kind == scoring_kind::elementwise) {
       float s = 0.0f;
       FRUGAL_UNROLL

@@ -87,18 +87,7 @@ __global__ void __launch_bounds__(128, 1)
     float v[I];
     bool degenerate;
     if constexpr (Config::kind == scoring_kind::row_softmax) {
-      float m = -INFINITY;
-      FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) m = fmaxf(m, x[i]);
-      stats.max = reduce.max(m);
-      float sum = 0.0f, infs = 0.0f;
-      FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) {
-        sum += softmax_term(x[i], stats.max);
-        infs += x[i] == INFINITY ? 1.0f : 0.0f;
-      }
-      stats.sum = reduce.sum(sum);
-      stats.inf_count = reduce.sum(infs);
+      stats = softmax_stats_of(x, reduce);
       FRUGAL_UNROLL
       for (int i = 0; i < I; ++i) {
         const int e = i * B + tid;

@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(128, 1)
                           std::int64_t tokens, route_params params, float clip, bool accumulate,
                           D* __restrict__ d_logits) {
   using S = typename Config::scoring;
-  constexpr int E = Config::experts, K = Config::k, TPT = backward_threads<Config>, I = (E + TPT - 1) / TPT;
+  constexpr int E = Config::experts, K = Config::k, TPT = backward_threads<Config>, Items = (E + TPT - 1) / TPT;
   constexpr int tokens_per_block = 128 / TPT;
   // A warp per token (warp_reducer), or the whole block for one token (block_reduce).
   using reducer_t = std::conditional_t<TPT == 32, warp_reducer<32>, block_reduce<float, 128>>;
@@ -56,9 +56,9 @@ __global__ void __launch_bounds__(128, 1)
     const bool active = exists && !(params.row_mask && params.row_mask[t] == 0);
     const T* row = logits + (active ? t : 0) * E;
 
-    float raw[I], x[I];
+    float raw[Items], x[Items];
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * TPT + local;
       raw[i] = active && e < E ? to_float(row[e]) : NAN;
       x[i] = transformed_logit(raw[i], params, t, e, NAN);
@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(128, 1)
     for (int j = 0; j < K; ++j) dot += dr[j] * r[j];
 
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * TPT + local;
       if (e >= E) continue;
       float ds = 0.0f, own_r = 0.0f;

@@ -94,4 +94,25 @@ struct route_outputs {
   std::int32_t* degenerate_rows = nullptr;
 };
 
+//! E experts scored per token by Scoring (row softmax over the experts, as in the paper, or an
+//! elementwise scoring such as sigmoid).
+template <int NumExperts, class Scoring = softmax_scoring>
+struct expert_choice_config {
+  static_assert(NumExperts >= 1 && NumExperts <= 4096, "frugal::moe::expert_choice_config: NumExperts must be in [1, 4096]");
+  static_assert(scoring_kind_of<Scoring> != scoring_kind::selected_softmax,
+                "frugal::moe::expert_choice_config: top-k-then-softmax scoring has no meaning when experts choose tokens");
+  using scoring = Scoring;
+  static constexpr int experts = NumExperts;
+  static constexpr int k = 1;  // (unused by expert choice; lets the shared per-token code run)
+  static constexpr scoring_kind kind = scoring_kind_of<Scoring>;
+};
+
+//! Where expert-choice routing writes.
+struct expert_choice_outputs {
+  std::int32_t* token_ids = nullptr;          //!< [E * capacity]; -1 in slots left empty (fewer tokens than capacity)
+  float* weights = nullptr;                   //!< [E * capacity]: the token's score for the expert (0 when empty or NaN)
+  std::int64_t* expert_offsets = nullptr;     //!< [E + 1], e * capacity, or nullptr
+  std::int32_t* experts_per_token = nullptr;  //!< [T]: how many experts chose each token, or nullptr
+};
+
 }  // namespace frugal::moe

@@ -103,19 +103,19 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
                                     const route_params& params, bool& degenerate) {
   static_assert(!Config::block_path, "frugal::moe::warp_route: NumExperts > 1024 routes with one block per token");
   using S = typename Config::scoring;
-  constexpr int E = Config::experts, K = Config::k, W = Config::lanes, I = Config::items;
+  constexpr int E = Config::experts, K = Config::k, W = Config::lanes, Items = Config::items;
   constexpr int G = Config::groups, EPG = Config::experts_per_group;
   const int lane = int(lane_index()) % W;
 
   // 1. Transformed logits. Item i of a lane is expert expert_of(i): chunks of V consecutive
   //    experts per lane (one vector load each), lanes side by side, chunks W * V apart.
   constexpr int V = VectorWidth;
-  static_assert(V >= 1 && I % V == 0 && E % V == 0 && V * sizeof(T) <= 16,
+  static_assert(V >= 1 && Items % V == 0 && E % V == 0 && V * sizeof(T) <= 16,
                 "frugal::moe::warp_route: VectorWidth must divide the items per lane and NumExperts (at most 16 bytes)");
   auto expert_of = [lane](int i) { return (i / V) * (W * V) + lane * V + i % V; };
-  float x[I];
+  float x[Items];
   FRUGAL_UNROLL
-  for (int c = 0; c < I / V; ++c) {
+  for (int c = 0; c < Items / V; ++c) {
     const int first = expert_of(c * V);
     vector<T, V> chunk;
     if (active && first < E) chunk = load_vector<V>(row + first);  // chunks lie wholly inside or outside the row
@@ -132,20 +132,20 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
 
   // 2. Scores and selection values.
   softmax_stats stats;
-  float v[I];
+  float v[Items];
   bool any_number = false;
   if constexpr (Config::kind == scoring_kind::row_softmax) {
     warp_reducer<W> reducer;
     stats = softmax_stats_of(x, reducer);
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = expert_of(i);
       v[i] = selection_value<S>(x[i], stats.probability(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
     }
     degenerate = stats.degenerate();
   } else {
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = expert_of(i);
       v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
       any_number = any_number || (e < E && v[i] == v[i]);
@@ -161,7 +161,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     FRUGAL_UNROLL
     for (int g = 0; g < G; ++g) g1[g] = g2[g] = -INFINITY;
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = expert_of(i), group = e / EPG;
       const float gv = e < E ? group_input(v[i]) : -INFINITY;
       FRUGAL_UNROLL
@@ -187,14 +187,14 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   }
 
   // 4. Top-k over the selection values of the kept groups.
-  topk_key keys[I];
+  topk_key keys[Items];
   FRUGAL_UNROLL
-  for (int i = 0; i < I; ++i) {
+  for (int i = 0; i < Items; ++i) {
     const int e = expert_of(i);
     const bool allowed = e < E && ((kept_groups >> (e / EPG)) & 1u);
     keys[i] = allowed ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
   }
-  const topk_key chosen = warp_topk<I, W>(keys, K);
+  const topk_key chosen = warp_topk<Items, W>(keys, K);
 
   return finish_route<Config, W>(chosen, row, noise_row, token, active, params, stats, degenerate);
 }

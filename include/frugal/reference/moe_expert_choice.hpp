@@ -4,7 +4,7 @@
 //! stable sort of the tokens by score, the first `capacity`, put back in token order.
 #pragma once
 
-#include <frugal/moe/expert_choice.cuh>
+#include <frugal/moe/route_config.cuh>
 #include <frugal/reference/moe_route.hpp>
 
 #include <algorithm>

@@ -43,8 +43,8 @@ __global__ void __launch_bounds__(256) expert_counts_kernel(const IdT* __restric
 // selected softmax scorings) or the normalised score s / sum(s) (elementwise scorings).
 template <class Config>
 struct token_probabilities {
-  static constexpr int I = (Config::experts + balance_threads - 1) / balance_threads;
-  float raw[I], x[I], p[I];
+  static constexpr int Items = (Config::experts + balance_threads - 1) / balance_threads;
+  float raw[Items], x[Items], p[Items];
   softmax_stats stats;   // row softmax of x
   float score_sum = 0;   // elementwise: sum of scores
   bool degenerate = false;
@@ -56,7 +56,7 @@ struct token_probabilities {
     constexpr int E = Config::experts;
     const int tid = int(threadIdx.x);
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * balance_threads + tid;
       raw[i] = e < E ? to_float(row[e]) : NAN;
       x[i] = transformed_logit(raw[i], params, token, e, NAN);
@@ -65,7 +65,7 @@ struct token_probabilities {
     if constexpr (Config::kind == scoring_kind::elementwise) {
       float s = 0.0f;
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) {
+      for (int i = 0; i < Items; ++i) {
         p[i] = i * balance_threads + tid < E ? S{}(x[i]) : 0.0f;
         p[i] = p[i] != p[i] ? 0.0f : p[i];
         s += p[i];
@@ -73,11 +73,11 @@ struct token_probabilities {
       score_sum = reduce.sum(s);
       degenerate = !(score_sum > 0.0f) || !(score_sum < INFINITY);
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) p[i] = degenerate ? 0.0f : p[i] / score_sum;
+      for (int i = 0; i < Items; ++i) p[i] = degenerate ? 0.0f : p[i] / score_sum;
     } else {
       degenerate = stats.degenerate();
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) p[i] = stats.probability(x[i]);
+      for (int i = 0; i < Items; ++i) p[i] = stats.probability(x[i]);
     }
   }
 
@@ -99,9 +99,9 @@ __global__ void __launch_bounds__(balance_threads, 1)
   using tp = token_probabilities<Config>;
   __shared__ typename block_reduce<float, balance_threads>::TempStorage storage;
   block_reduce<float, balance_threads> reduce(storage);
-  float acc[tp::I];
+  float acc[tp::Items];
   FRUGAL_UNROLL
-  for (int i = 0; i < tp::I; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < tp::Items; ++i) acc[i] = 0.0f;
   float z = 0.0f;
   const std::int64_t begin = std::int64_t(blockIdx.x) * balance_chunk;
   const std::int64_t end = begin + balance_chunk < tokens ? begin + balance_chunk : tokens;
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
     token.compute(logits + t * E, t, params, reduce);
     if constexpr (Probabilities) {
       FRUGAL_UNROLL
-      for (int i = 0; i < tp::I; ++i) acc[i] += token.p[i];
+      for (int i = 0; i < tp::Items; ++i) acc[i] += token.p[i];
     } else {
       const float lse = token.log_sum_exp();
       z += lse * lse;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
   }
   if constexpr (Probabilities) {
     FRUGAL_UNROLL
-    for (int i = 0; i < tp::I; ++i) {
+    for (int i = 0; i < tp::Items; ++i) {
       const int e = i * balance_threads + int(threadIdx.x);
       if (e < E) probability_partials[std::int64_t(blockIdx.x) * E + e] = acc[i];
     }
@@ -193,14 +193,14 @@ __global__ void __launch_bounds__(balance_threads, 1)
     if constexpr (Loss == loss_kind::load_balancing) {
       float part = 0.0f;
       FRUGAL_UNROLL
-      for (int i = 0; i < tp::I; ++i) {
+      for (int i = 0; i < tp::Items; ++i) {
         const int e = i * balance_threads + tid;
         part += e < E && !padding ? float(counts[e]) * token.p[i] : 0.0f;
       }
       dot = reduce.sum(part);  // every thread of the block takes part, padding or not
     }
     FRUGAL_UNROLL
-    for (int i = 0; i < tp::I; ++i) {
+    for (int i = 0; i < tp::Items; ++i) {
       const int e = i * balance_threads + tid;
       if (e >= E) continue;
       float g = 0.0f;

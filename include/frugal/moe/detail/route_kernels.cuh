@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(128, 1)
     route_block_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
                        route_params params, route_outputs<IdT, WeightT> out) {
   using S = typename Config::scoring;
-  constexpr int B = 128, warps = B / 32, E = Config::experts, K = Config::k, I = (E + B - 1) / B;
+  constexpr int B = 128, warps = B / 32, E = Config::experts, K = Config::k, Items = (E + B - 1) / B;
   constexpr int G = Config::groups, EPG = Config::experts_per_group;
   constexpr int candidates_per_lane = (warps * K + 31) / 32;
   __shared__ float group_values[G > 1 ? E : 1];
@@ -77,19 +77,19 @@ __global__ void __launch_bounds__(128, 1)
     }
     block_reduce<float, B> reduce(reduce_storage);
 
-    float x[I];
+    float x[Items];
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * B + tid;
       x[i] = e < E ? transformed_logit(to_float(row[e]), params, t, e, noise_row ? to_float(noise_row[e]) : NAN) : NAN;
     }
     softmax_stats stats;
-    float v[I];
+    float v[Items];
     bool degenerate;
     if constexpr (Config::kind == scoring_kind::row_softmax) {
       stats = softmax_stats_of(x, reduce);
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) {
+      for (int i = 0; i < Items; ++i) {
         const int e = i * B + tid;
         v[i] = selection_value<S>(x[i], stats.probability(x[i]), e < E ? params.selection_bias : nullptr, e);
       }
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(128, 1)
     } else {
       float any_number = 0.0f;
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i) {
+      for (int i = 0; i < Items; ++i) {
         const int e = i * B + tid;
         v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), e < E ? params.selection_bias : nullptr, e);
         any_number = (e < E && v[i] == v[i]) ? 1.0f : any_number;
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(128, 1)
     unsigned kept_groups = ~0u;
     if constexpr (G > 1) {
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i)
+      for (int i = 0; i < Items; ++i)
         if (i * B + tid < E) group_values[i * B + tid] = group_input(v[i]);
       __syncthreads();
       if (warp == 0) {
@@ -127,13 +127,13 @@ __global__ void __launch_bounds__(128, 1)
     }
 
     // Each warp selects its k best, then warp 0 selects the k best of the warps' candidates.
-    topk_key keys[I];
+    topk_key keys[Items];
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * B + tid;
       keys[i] = (e < E && ((kept_groups >> (e / EPG)) & 1u)) ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
     }
-    const topk_key warp_best = warp_topk<I, 32>(keys, K);
+    const topk_key warp_best = warp_topk<Items, 32>(keys, K);
     if (lane < K) candidates[warp * K + lane] = warp_best;
     __syncthreads();
     if (warp == 0) {

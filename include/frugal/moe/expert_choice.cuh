@@ -12,6 +12,7 @@
 #endif
 
 #include <frugal/core/block.cuh>
+#include <frugal/core/block_select.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/numeric.cuh>
 #include <frugal/core/ordered_key.cuh>
@@ -64,9 +65,7 @@ __global__ void __launch_bounds__(expert_choice_threads)
     expert_choice_select_kernel(const float* __restrict__ scores, std::int64_t tokens, const std::uint8_t* __restrict__ row_mask,
                                 int capacity, expert_choice_outputs out) {
   constexpr int B = expert_choice_threads;
-  __shared__ unsigned histogram[256];
-  __shared__ topk_key prefix_shared;
-  __shared__ long long needed_shared;
+  __shared__ typename block_radix_select<B>::TempStorage select_storage;
   __shared__ typename block_reduce<long long, B>::TempStorage count_storage;
   __shared__ typename block_scan<int, B>::TempStorage scan_storage;
   const int e = int(blockIdx.x), tid = int(threadIdx.x);
@@ -80,36 +79,8 @@ __global__ void __launch_bounds__(expert_choice_threads)
   for (std::int64_t t = tid; t < tokens; t += B) valid += key_of(t) != empty_topk_key;
   valid = block_reduce<long long, B>(count_storage).sum(valid);
   const long long chosen = valid < capacity ? valid : capacity;
-
-  topk_key prefix = 0, mask = 0;
-  long long needed = chosen;
-  if (chosen > 0) {
-    for (int shift = 56; shift >= 0; shift -= 8) {
-      for (int b = tid; b < 256; b += B) histogram[b] = 0;
-      __syncthreads();
-      for (std::int64_t t = tid; t < tokens; t += B) {
-        const topk_key key = key_of(t);
-        if (key != empty_topk_key && (key & mask) == prefix) atomicAdd(&histogram[(key >> shift) & 0xff], 1u);
-      }
-      __syncthreads();
-      if (tid == 0) {
-        long long above = 0;
-        int bin = 255;
-        for (; bin > 0; --bin) {
-          if (above + histogram[bin] >= needed) break;
-          above += histogram[bin];
-        }
-        needed_shared = needed - above;
-        prefix_shared = prefix | (topk_key(bin) << shift);
-      }
-      __syncthreads();
-      needed = needed_shared;
-      prefix = prefix_shared;
-      mask |= topk_key(0xff) << shift;
-      __syncthreads();
-    }
-  }
-  const topk_key threshold = prefix;  // the key of the chosen-th largest: exactly `chosen` keys are >= it
+  // The key of the chosen-th largest: exactly `chosen` keys are >= it.
+  const topk_key threshold = chosen > 0 ? block_radix_select<B>(select_storage).threshold(key_of, tokens, chosen) : 0;
 
   // Chosen tokens in token order.
   block_scan<int, B> scan(scan_storage);

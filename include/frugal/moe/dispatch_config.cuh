@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Options and outputs of the dispatch plan (frugal::moe::plan), and the host-side arithmetic
+//! that sizes its outputs. Thread level: usable from plain C++.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#include <cmath>
+#include <cstdint>
+
+namespace frugal::moe {
+
+//! Which entries an over-full expert keeps (all keep their token order inside the expert).
+enum class drop_policy {
+  none,             //!< dropless: every routed entry is kept (capacity ignored)
+  token_order,      //!< earlier tokens first (flat order t * k + j)
+  slot_major,       //!< all first choices before any second choice (GShard, Tutel): order j * T + t
+  weight_priority,  //!< larger routing weight first, ties to the earlier entry (batch prioritized routing)
+  random,           //!< a seeded random priority per entry (Philox4x32-10 of (seed, t, j))
+};
+
+//! Where an expert's kept entries go in the expert-major buffer.
+enum class placement {
+  packed,  //!< segments back to back, each padded to a multiple of block_size rows (layouts a, b)
+  masked,  //!< expert e owns rows [e * capacity, (e + 1) * capacity) (layout c: [E, capacity, H])
+};
+
+//! The fill value of row_to_slot for padding rows of a packed plan, as vLLM/SGLang use it: T * k.
+//! (Returned by plan_padding_sentinel(T, k).)
+FRUGAL_HOST_DEVICE std::int32_t plan_padding_sentinel(std::int64_t tokens, int k) { return std::int32_t(tokens * k); }
+
+struct plan_params {
+  drop_policy policy = drop_policy::none;
+  //! capacity = ceil(capacity_factor * T * k / E), at least min_capacity, rounded up to a
+  //! multiple of capacity_multiple; or `capacity` when it is > 0 (then the factor is ignored).
+  float capacity_factor = 0.0f;
+  int capacity = 0;
+  int min_capacity = 0;
+  int capacity_multiple = 1;
+  placement layout = placement::packed;
+  //! packed: pad every expert's segment to a multiple of block_size rows (1..256), e.g. the GEMM
+  //! M-tile; the padding rows hold the sentinel plan_padding_sentinel(T, k).
+  int block_size = 1;
+  unsigned long long seed = 0;  //!< drop_policy::random
+};
+
+//! The capacity a plan uses (0, unbounded, for drop_policy::none with a packed layout).
+inline std::int64_t plan_capacity(std::int64_t tokens, int k, int experts, const plan_params& p) {
+  if (p.policy == drop_policy::none && p.layout == placement::packed) return 0;
+  if (p.capacity > 0) return p.capacity;
+  double c = std::ceil(double(p.capacity_factor) * double(tokens) * k / experts);
+  std::int64_t cap = std::int64_t(c) < p.min_capacity ? p.min_capacity : std::int64_t(c);
+  const std::int64_t m = p.capacity_multiple > 1 ? p.capacity_multiple : 1;
+  return (cap + m - 1) / m * m;
+}
+
+//! Rows of the expert-major buffer a plan may use: T*k + E*(block_size-1) (packed; the bound
+//! vLLM's sorted_token_ids has) or E * capacity (masked).
+inline std::int64_t plan_max_rows(std::int64_t tokens, int k, int experts, const plan_params& p) {
+  if (p.layout == placement::masked) return std::int64_t(experts) * plan_capacity(tokens, k, experts, p);
+  const std::int64_t slots = tokens * k;
+  const std::int64_t cap = plan_capacity(tokens, k, experts, p);
+  const std::int64_t kept = cap > 0 && cap * experts < slots ? cap * experts : slots;
+  return kept + std::int64_t(experts) * (p.block_size - 1);
+}
+
+//! What a plan writes; every pointer may be null except where the entry point says otherwise.
+//! "slot" = flat index t * k + j of ids [T, k]; "expanded row" = j * T + t (TensorRT-LLM's order);
+//! "row" = a row of the expert-major buffer.
+struct plan_outputs {
+  std::int32_t* counts = nullptr;           //!< [E] entries kept per expert (without padding)
+  std::int32_t* dropped = nullptr;          //!< [E] entries dropped per expert (capacity)
+  std::int32_t* offsets = nullptr;          //!< [E + 1] first row of each expert; offsets[E] = rows used
+  std::int64_t* offsets64 = nullptr;        //!< [E + 1] the same in int64 (expert_first_token_offset)
+  std::int32_t* slot_to_row = nullptr;      //!< [T * k] row of each slot, -1 if dropped or not routed
+  std::int32_t* row_to_slot = nullptr;      //!< [max rows] slot of each row (vLLM sorted_token_ids); padding/empty: T * k
+  std::int32_t* expanded_to_row = nullptr;  //!< [T * k] by expanded row: TRT unpermuted_row_to_permuted_row, -1 if none
+  std::int32_t* row_to_expanded = nullptr;  //!< [max rows] TRT permuted_row_to_unpermuted_row; padding/empty: -1
+  std::int32_t* tile_experts = nullptr;     //!< [max rows / block_size] expert of each block_size tile; unused: -1
+  std::int32_t* total_rows = nullptr;       //!< [1] rows used (vLLM num_tokens_post_pad)
+  //! [2]: number of ids outside [-1, E) (treated as not routed) and of ids repeating an earlier
+  //! id of the same token (kept as separate entries). Both 0 for well-formed routing.
+  std::int32_t* id_errors = nullptr;
+};
+
+}  // namespace frugal::moe

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! The dispatch plan: from routing ids [T, k] to where every kept entry goes in the
+//! expert-major buffer, under a capacity and a drop policy, in the layouts of vLLM/SGLang
+//! (sorted_token_ids), TensorRT-LLM (expert_first_token_offset and row maps) and DeepEP/DeepGEMM
+//! (masked [E, capacity, H]). docs/moe_dispatch.md.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/plan.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/launch.cuh>
+#include <frugal/moe/detail/plan_kernels.cuh>
+#include <frugal/moe/dispatch_config.cuh>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace frugal::moe {
+
+//! Plans the dispatch of ids [T, k] (global expert ids; -1 = not routed here) to E experts.
+//!
+//! Every routed entry (slot t * k + j) gets a rank inside its expert in token order; the drop
+//! policy decides which entries an expert over capacity keeps (`weights` [T, k] fp32 are needed
+//! for drop_policy::weight_priority), and kept entries keep their token order. Dropped entries
+//! are counted per expert (out.dropped), never silently lost. Outputs are described in
+//! plan_outputs; the row arrays need plan_max_rows(T, k, E, params) entries.
+//!
+//! Rules for malformed ids: an id outside [-1, E) is treated as not routed, a repeated id within
+//! a token is a separate entry; both are counted in out.id_errors. Nothing is written out of
+//! bounds. Two-phase workspace; one launch when T * k <= 65536, six otherwise; deterministic.
+template <class IdT>
+status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const float* weights, std::int64_t tokens,
+            int k, int experts, const plan_params& params, plan_outputs out, cudaStream_t stream = nullptr) {
+  static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
+                "frugal::moe::plan: ids must be int32 or int64");
+  if (tokens < 0) return status::invalid("frugal::moe::plan: tokens must be >= 0");
+  if (k < 1 || k > 32) return status::invalid("frugal::moe::plan: k must be in [1, 32]");
+  if (experts < 1 || experts > detail::plan_max_experts) return status::invalid("frugal::moe::plan: experts must be in [1, 1024]");
+  if (tokens * k > std::int64_t(INT32_MAX) / 2) return status::invalid("frugal::moe::plan: tokens * k is too large for int32 rows");
+  const std::int64_t slots = tokens * k;
+  if (workspace == nullptr) {
+    workspace_bytes = detail::plan_workspace_bytes(slots, experts);
+    return status{};
+  }
+  if (workspace_bytes < detail::plan_workspace_bytes(slots, experts))
+    return status::invalid("frugal::moe::plan: workspace_bytes is smaller than the size query returned");
+  if (params.block_size < 1 || params.block_size > 256) return status::invalid("frugal::moe::plan: block_size must be in [1, 256]");
+  if (params.capacity < 0 || params.min_capacity < 0 || params.capacity_multiple < 1 ||
+      !(params.capacity_factor >= 0.0f) || !std::isfinite(params.capacity_factor))
+    return status::invalid("frugal::moe::plan: capacity, min_capacity, capacity_multiple and capacity_factor must be >= 0 (multiple >= 1)");
+  const std::int64_t capacity = plan_capacity(tokens, k, experts, params);
+  if (params.layout == placement::masked && params.policy == drop_policy::none)
+    return status::invalid("frugal::moe::plan: a masked placement needs a drop policy (rows beyond the capacity cannot be placed)");
+  if ((params.policy != drop_policy::none || params.layout == placement::masked) && capacity < 1 && tokens > 0)
+    return status::invalid("frugal::moe::plan: the capacity is 0 (set capacity or capacity_factor)");
+  if (params.policy == drop_policy::weight_priority && !weights && tokens > 0)
+    return status::invalid("frugal::moe::plan: drop_policy::weight_priority needs the routing weights");
+  if (!ids && tokens > 0) return status::invalid("frugal::moe::plan: ids is null");
+  const std::int64_t max_rows = plan_max_rows(tokens, k, experts, params);
+  if (max_rows > INT32_MAX) return status::invalid("frugal::moe::plan: the expert-major buffer would exceed int32 rows");
+
+  detail::plan_problem p;
+  p.tokens = tokens;
+  p.k = k;
+  p.experts = experts;
+  p.slots = slots;
+  p.tiles = (slots + detail::plan_threads - 1) / detail::plan_threads;
+  p.capacity = capacity;
+  p.max_rows = max_rows;
+  p.params = params;
+  detail::carve_plan_workspace(workspace, p);
+
+  const dim3 block(detail::plan_threads);
+  if (slots <= detail::plan_single_block_slots)
+    return launch(detail::plan_single_block_kernel<IdT>, launch_config{dim3(1), block, 0, stream}, ids, weights, p, out);
+
+  int sms = 0;
+  FRUGAL_TRY(multiprocessor_count(sms));
+  auto grid_for = [&](std::int64_t items) {
+    const std::int64_t blocks = (items + detail::plan_threads - 1) / detail::plan_threads;
+    return dim3(unsigned(blocks < std::int64_t(sms) * 8 ? blocks : std::int64_t(sms) * 8));
+  };
+  const dim3 tile_grid(unsigned(p.tiles < std::int64_t(sms) * 4 ? p.tiles : std::int64_t(sms) * 4));
+  FRUGAL_TRY(status::from_cuda(cudaMemsetAsync(p.invalid, 0, 2 * sizeof(std::int32_t), stream)));
+  FRUGAL_TRY(launch(detail::plan_ranks_kernel<IdT>, launch_config{tile_grid, block, 0, stream}, ids, p));
+  FRUGAL_TRY(launch(detail::plan_tile_scan_kernel, launch_config{dim3(1), block, 0, stream}, p));
+  FRUGAL_TRY(launch(detail::plan_sort_kernel<IdT>, launch_config{grid_for(slots), block, 0, stream}, ids, p));
+  FRUGAL_TRY(launch(detail::plan_capacity_kernel, launch_config{dim3(unsigned(experts)), block, 0, stream}, weights, p));
+  FRUGAL_TRY(launch(detail::plan_layout_kernel, launch_config{dim3(1), block, 0, stream}, p, out));
+  return launch(detail::plan_maps_kernel<IdT>, launch_config{grid_for(slots), block, 0, stream}, ids, p, out);
+}
+
+}  // namespace frugal::moe

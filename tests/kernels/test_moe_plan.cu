@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+// frugal::moe::plan against the reference, every output exactly, for every drop policy and
+// placement, block sizes, capacity rules, sizes that take the one-launch and the multi-launch
+// paths, one-hot experts, malformed ids; plus invariants checked without the reference.
+#include <frugal/moe/plan.cuh>
+#include <frugal/reference/moe_dispatch.hpp>
+
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "support/test_support.hpp"
+
+using namespace frugal;
+
+namespace {
+
+enum class ids_pattern { uniform, skewed, one_hot, with_gaps, malformed };
+
+const char* name(ids_pattern p) {
+  switch (p) {
+    case ids_pattern::uniform: return "uniform";
+    case ids_pattern::skewed: return "skewed";
+    case ids_pattern::one_hot: return "one_hot";
+    case ids_pattern::with_gaps: return "with_gaps";
+    case ids_pattern::malformed: return "malformed";
+  }
+  return "?";
+}
+
+// [T, k] ids, distinct within a token unless `malformed`.
+std::vector<std::int32_t> make_ids(ids_pattern p, std::int64_t tokens, int k, int experts, std::mt19937_64& rng) {
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(tokens * k));
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    std::set<int> used;
+    for (int j = 0; j < k; ++j) {
+      int e;
+      if (p == ids_pattern::one_hot && j == 0) e = 0;  // every token's first choice is expert 0
+      else if (p == ids_pattern::malformed && rng() % 10 == 0) e = rng() % 2 ? experts + int(rng() % 5) : -7;
+      else if (p == ids_pattern::malformed && j > 0 && rng() % 10 == 0) e = ids[std::size_t(t * k)];  // duplicate
+      else {
+        do {
+          e = p == ids_pattern::skewed ? int(std::min<std::uint64_t>(rng() % experts, rng() % experts)) : int(rng() % experts);
+        } while (k <= experts && used.count(e) && p != ids_pattern::malformed);
+      }
+      if (p == ids_pattern::with_gaps && rng() % 7 == 0) e = -1;  // padding or another rank's expert
+      used.insert(e);
+      ids[std::size_t(t * k + j)] = e;
+    }
+  }
+  return ids;
+}
+
+struct plan_case {
+  ids_pattern pattern = ids_pattern::uniform;
+  std::int64_t tokens = 100;
+  int k = 2, experts = 8;
+  moe::plan_params params;
+};
+
+void check_invariants(const reference::plan_result& r, const std::vector<std::int32_t>& ids, const plan_case& c) {
+  // Every kept entry appears exactly once, inverse maps invert, counts add up.
+  std::int64_t kept = 0, dropped = 0, routed = 0;
+  for (int e = 0; e < c.experts; ++e) {
+    kept += r.counts[std::size_t(e)];
+    dropped += r.dropped[std::size_t(e)];
+  }
+  for (auto id : ids) routed += id >= 0 && id < c.experts;
+  REQUIRE(kept + dropped == routed);
+  std::int64_t placed = 0;
+  for (std::size_t s = 0; s < r.slot_to_row.size(); ++s) {
+    const std::int32_t row = r.slot_to_row[s];
+    if (row < 0) continue;
+    ++placed;
+    REQUIRE(r.row_to_slot[std::size_t(row)] == std::int32_t(s));
+    const int e = ids[s];
+    REQUIRE(row >= r.offsets[std::size_t(e)]);
+    REQUIRE(row < r.offsets[std::size_t(e)] + r.counts[std::size_t(e)]);
+  }
+  REQUIRE(placed == kept);
+  for (int e = 0; e < c.experts; ++e)  // segments in token order
+    for (std::int32_t row = r.offsets[std::size_t(e)] + 1; row < r.offsets[std::size_t(e)] + r.counts[std::size_t(e)]; ++row)
+      REQUIRE(r.row_to_slot[std::size_t(row)] > r.row_to_slot[std::size_t(row) - 1]);
+}
+
+void check_plan(const plan_case& c, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO("pattern " << std::string(name(c.pattern)) << " T " << c.tokens << " k " << c.k << " E " << c.experts << " policy "
+                  << int(c.params.policy) << " layout " << int(c.params.layout) << " block " << c.params.block_size
+                  << " capacity " << moe::plan_capacity(c.tokens, c.k, c.experts, c.params));
+  const auto ids = make_ids(c.pattern, c.tokens, c.k, c.experts, rng);
+  std::vector<float> weights(ids.size());
+  for (auto& w : weights) w = float(int(rng() % 8)) * 0.125f;  // ties on purpose
+  const auto ref = reference::plan(ids.data(), weights.data(), c.tokens, c.k, c.experts, c.params);
+  check_invariants(ref, ids, c);
+
+  const std::int64_t slots = c.tokens * c.k, rows = moe::plan_max_rows(c.tokens, c.k, c.experts, c.params);
+  test::device_buffer<std::int32_t> d_ids(ids), counts(c.experts), dropped(c.experts), offsets(c.experts + 1),
+      slot_to_row(slots), row_to_slot(rows), expanded_to_row(slots), row_to_expanded(rows),
+      tile_experts(rows / c.params.block_size), total(1), errors(2);
+  test::device_buffer<float> d_weights(weights);
+  test::device_buffer<std::int64_t> offsets64(c.experts + 1);
+  for (auto* b : {&slot_to_row, &row_to_slot, &expanded_to_row, &row_to_expanded, &tile_experts}) b->fill_bytes(0x7f);
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), d_weights.data(), c.tokens, c.k, c.experts, c.params, {}));
+  test::device_buffer<unsigned char> workspace(bytes);
+  const moe::plan_outputs out{counts.data(),          dropped.data(),         offsets.data(),       offsets64.data(),
+                              slot_to_row.data(),     row_to_slot.data(),     expanded_to_row.data(), row_to_expanded.data(),
+                              tile_experts.data(),    total.data(),           errors.data()};
+  FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), c.tokens, c.k, c.experts, c.params, out));
+  test::synchronize();
+  CHECK(counts.download() == ref.counts);
+  CHECK(dropped.download() == ref.dropped);
+  CHECK(offsets.download() == ref.offsets);
+  const auto o64 = offsets64.download();
+  CHECK(std::vector<std::int32_t>(o64.begin(), o64.end()) == ref.offsets);
+  CHECK(slot_to_row.download() == ref.slot_to_row);
+  CHECK(row_to_slot.download() == ref.row_to_slot);
+  CHECK(expanded_to_row.download() == ref.expanded_to_row);
+  CHECK(row_to_expanded.download() == ref.row_to_expanded);
+  if (c.params.layout == moe::placement::packed) CHECK(tile_experts.download() == ref.tile_experts);
+  CHECK(total.download()[0] == ref.total_rows);
+  const auto err = errors.download();
+  CHECK(err[0] == ref.invalid_ids);
+  CHECK(err[1] == ref.duplicate_ids);
+}
+
+struct shape {
+  std::int64_t tokens;
+  int k, experts;
+};
+
+const moe::drop_policy all_policies[] = {moe::drop_policy::token_order, moe::drop_policy::slot_major,
+                                         moe::drop_policy::weight_priority, moe::drop_policy::random};
+
+}  // namespace
+
+TEST_CASE("plan: dropless, packed, block sizes 1 .. 256, small and prime sizes") {
+  for (int block : {1, 3, 16, 64, 256})
+    for (auto [tokens, k, experts] : std::vector<shape>{{1, 1, 1}, {3, 2, 8}, {97, 6, 160}, {4096, 8, 256}, {500, 32, 1024}, {1000, 1, 7}}) {
+      plan_case c;
+      c.tokens = tokens;
+      c.k = k;
+      c.experts = experts;
+      c.params.block_size = block;
+      for (auto p : {ids_pattern::uniform, ids_pattern::skewed, ids_pattern::one_hot, ids_pattern::with_gaps})
+        check_plan((c.pattern = p, c), 100 + block + int(p));
+    }
+}
+
+TEST_CASE("plan: every drop policy with capacity factor, absolute capacity, rounding and minimum") {
+  unsigned long long seed = 200;
+  for (auto policy : all_policies)
+    for (auto [tokens, k, experts] : std::vector<shape>{{3, 2, 4}, {1000, 2, 8}, {4096, 8, 64}}) {
+      plan_case c;
+      c.tokens = tokens;
+      c.k = k;
+      c.experts = experts;
+      c.params.policy = policy;
+      c.params.capacity_factor = 1.0f;
+      for (auto p : {ids_pattern::uniform, ids_pattern::skewed, ids_pattern::one_hot, ids_pattern::with_gaps})
+        check_plan((c.pattern = p, c), seed++);
+      c.params.capacity_factor = 0.5f;
+      c.params.capacity_multiple = 8;
+      c.params.block_size = 8;
+      check_plan((c.pattern = ids_pattern::skewed, c), seed++);
+      c.params.capacity = 1;  // absolute: every expert keeps one entry
+      check_plan((c.pattern = ids_pattern::one_hot, c), seed++);
+      c.params.capacity = 0;
+      c.params.capacity_factor = 0.01f;
+      c.params.min_capacity = 4;
+      check_plan((c.pattern = ids_pattern::uniform, c), seed++);
+    }
+}
+
+TEST_CASE("plan: masked placement [E, capacity] for every drop policy") {
+  unsigned long long seed = 300;
+  for (auto policy : all_policies) {
+    plan_case c;
+    c.tokens = 777;
+    c.k = 4;
+    c.experts = 32;
+    c.params.policy = policy;
+    c.params.layout = moe::placement::masked;
+    c.params.capacity = 64;
+    for (auto p : {ids_pattern::uniform, ids_pattern::one_hot, ids_pattern::with_gaps}) check_plan((c.pattern = p, c), seed++);
+  }
+}
+
+TEST_CASE("plan: above 64K entries (six launches) equals the reference too") {
+  plan_case c;
+  c.tokens = 9001;
+  c.k = 8;
+  c.experts = 256;
+  c.params.block_size = 64;
+  check_plan((c.pattern = ids_pattern::skewed, c), 400);
+  c.params.policy = moe::drop_policy::weight_priority;
+  c.params.capacity_factor = 1.25f;
+  check_plan((c.pattern = ids_pattern::one_hot, c), 401);
+  c.params.policy = moe::drop_policy::slot_major;
+  c.params.layout = moe::placement::masked;
+  check_plan((c.pattern = ids_pattern::with_gaps, c), 402);
+}
+
+TEST_CASE("plan: malformed ids are counted and handled by the documented rule") {
+  plan_case c;
+  c.tokens = 300;
+  c.k = 4;
+  c.experts = 16;
+  c.pattern = ids_pattern::malformed;
+  check_plan(c, 500);
+  c.params.policy = moe::drop_policy::random;
+  c.params.seed = 99;
+  c.params.capacity_factor = 1.0f;
+  check_plan(c, 501);
+}
+
+TEST_CASE("plan: invalid arguments are refused with a message") {
+  test::device_buffer<std::int32_t> ids(8);
+  std::size_t bytes = 1 << 20;
+  test::device_buffer<unsigned char> ws(bytes);
+  auto expect = [&](const moe::plan_params& p, int k, int experts, const char* fragment, const float* weights = nullptr) {
+    const auto s = moe::plan(ws.data(), bytes, ids.data(), weights, 4, k, experts, p, {});
+    INFO(s.message());
+    CHECK(s.code() == errc::invalid_argument);
+    CHECK(std::strstr(s.message(), fragment) != nullptr);
+  };
+  moe::plan_params p;
+  expect(p, 0, 8, "k must be in [1, 32]");
+  expect(p, 2, 0, "experts must be in [1, 1024]");
+  expect(p, 2, 2000, "experts must be in [1, 1024]");
+  p.block_size = 0;
+  expect(p, 2, 8, "block_size");
+  p = {};
+  p.policy = moe::drop_policy::token_order;
+  expect(p, 2, 8, "capacity is 0");
+  p.capacity = 4;
+  p.policy = moe::drop_policy::weight_priority;
+  expect(p, 2, 8, "needs the routing weights");
+  p = {};
+  p.layout = moe::placement::masked;
+  p.capacity = 4;
+  expect(p, 2, 8, "masked placement needs a drop policy");
+  std::size_t small = 4;
+  const auto s = moe::plan(ws.data(), small, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, {});
+  CHECK(std::strstr(s.message(), "workspace_bytes") != nullptr);
+}

@@ -97,7 +97,7 @@ void check_plan(const plan_case& c, unsigned long long seed) {
   const std::int64_t slots = c.tokens * c.k, rows = moe::plan_max_rows(c.tokens, c.k, c.experts, c.params);
   test::device_buffer<std::int32_t> d_ids(ids), counts(c.experts), dropped(c.experts), offsets(c.experts + 1),
       slot_to_row(slots), row_to_slot(rows), expanded_to_row(slots), row_to_expanded(rows),
-      tile_experts(rows / c.params.block_size), total(1), errors(2);
+      tile_experts(rows / c.params.block_size), total(1), errors(2), row_to_token(rows);
   test::device_buffer<float> d_weights(weights);
   test::device_buffer<std::int64_t> offsets64(c.experts + 1);
   for (auto* b : {&slot_to_row, &row_to_slot, &expanded_to_row, &row_to_expanded, &tile_experts}) b->fill_bytes(0x7f);
@@ -106,7 +106,7 @@ void check_plan(const plan_case& c, unsigned long long seed) {
   test::device_buffer<unsigned char> workspace(bytes);
   const moe::plan_outputs out{counts.data(),          dropped.data(),         offsets.data(),       offsets64.data(),
                               slot_to_row.data(),     row_to_slot.data(),     expanded_to_row.data(), row_to_expanded.data(),
-                              tile_experts.data(),    total.data(),           errors.data()};
+                              row_to_token.data(),    tile_experts.data(),    total.data(),           errors.data()};
   FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), c.tokens, c.k, c.experts, c.params, out));
   test::synchronize();
   CHECK(counts.download() == ref.counts);
@@ -118,6 +118,7 @@ void check_plan(const plan_case& c, unsigned long long seed) {
   CHECK(row_to_slot.download() == ref.row_to_slot);
   CHECK(expanded_to_row.download() == ref.expanded_to_row);
   CHECK(row_to_expanded.download() == ref.row_to_expanded);
+  CHECK(row_to_token.download() == ref.row_to_token);
   if (c.params.layout == moe::placement::packed) CHECK(tile_experts.download() == ref.tile_experts);
   CHECK(total.download()[0] == ref.total_rows);
   const auto err = errors.download();

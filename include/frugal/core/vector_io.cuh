@@ -5,6 +5,7 @@
 #pragma once
 
 #include <frugal/config.cuh>
+#include <frugal/core/numeric.cuh>
 
 #include <cstddef>
 #include <cstdint>
@@ -38,7 +39,7 @@ FRUGAL_HOST_DEVICE vector<T, N> load_vector(const T* p) {
   return *reinterpret_cast<const vector<T, N>*>(p);
 #else
   vector<T, N> r;
-  std::memcpy(&r, p, sizeof(r));  // the host compiler folds this into one move, without aliasing UB
+  std::memcpy(static_cast<void*>(&r), p, sizeof(r));  // folded into one move, without aliasing UB
   return r;
 #endif
 }
@@ -49,8 +50,36 @@ FRUGAL_HOST_DEVICE void store_vector(T* p, const vector<T, N>& v) {
 #if defined(__CUDA_ARCH__)
   *reinterpret_cast<vector<T, N>*>(p) = v;
 #else
-  std::memcpy(p, &v, sizeof(v));
+  std::memcpy(static_cast<void*>(p), &v, sizeof(v));
 #endif
+}
+
+//! Loads N elements of T starting at `p` as fp32, in accesses of at most 16 bytes (p aligned to
+//! the access size).
+template <int N, class T>
+FRUGAL_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
+  constexpr int per = int(16 / sizeof(T)) < N ? int(16 / sizeof(T)) : N;
+  static_assert(N % per == 0, "frugal::load_floats: N must be a multiple of the elements per access");
+  FRUGAL_UNROLL
+  for (int part = 0; part < N / per; ++part) {
+    const vector<T, per> v = load_vector<per>(p + part * per);
+    FRUGAL_UNROLL
+    for (int j = 0; j < per; ++j) out[part * per + j] = to_float(v[j]);
+  }
+}
+
+//! Stores N fp32 values as T (rounded to nearest even) starting at `p`, in accesses of at most 16 bytes.
+template <int N, class T>
+FRUGAL_HOST_DEVICE void store_floats(T* p, const float (&in)[N]) {
+  constexpr int per = int(16 / sizeof(T)) < N ? int(16 / sizeof(T)) : N;
+  static_assert(N % per == 0, "frugal::store_floats: N must be a multiple of the elements per access");
+  FRUGAL_UNROLL
+  for (int part = 0; part < N / per; ++part) {
+    vector<T, per> v;
+    FRUGAL_UNROLL
+    for (int j = 0; j < per; ++j) v[j] = from_float<T>(in[part * per + j]);
+    store_vector(p + part * per, v);
+  }
 }
 
 }  // namespace frugal

@@ -77,6 +77,7 @@ struct plan_outputs {
   std::int32_t* row_to_slot = nullptr;      //!< [max rows] slot of each row (vLLM sorted_token_ids); padding/empty: T * k
   std::int32_t* expanded_to_row = nullptr;  //!< [T * k] by expanded row: TRT unpermuted_row_to_permuted_row, -1 if none
   std::int32_t* row_to_expanded = nullptr;  //!< [max rows] TRT permuted_row_to_unpermuted_row; padding/empty: -1
+  std::int32_t* row_to_token = nullptr;     //!< [max rows] source token of each row, for GEMMs that gather; padding/empty: -1
   std::int32_t* tile_experts = nullptr;     //!< [max rows / block_size] expert of each block_size tile; unused: -1
   std::int32_t* total_rows = nullptr;       //!< [1] rows used (vLLM num_tokens_post_pad)
   //! [2]: number of ids outside [-1, E) (treated as not routed) and of ids repeating an earlier

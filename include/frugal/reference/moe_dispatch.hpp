@@ -10,7 +10,11 @@
 #include <frugal/moe/dispatch_config.cuh>
 #include <frugal/reference/topk.hpp>
 
+#include <cuda_fp8.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <vector>
 
@@ -19,7 +23,7 @@ namespace frugal::reference {
 struct plan_result {
   std::vector<std::int32_t> counts, dropped, offsets;  // [E], [E], [E + 1]
   std::vector<std::int32_t> slot_to_row, row_to_slot;  // [T * k], [max rows]
-  std::vector<std::int32_t> expanded_to_row, row_to_expanded;
+  std::vector<std::int32_t> expanded_to_row, row_to_expanded, row_to_token;
   std::vector<std::int32_t> tile_experts;
   std::int32_t total_rows = 0;
   std::int32_t invalid_ids = 0, duplicate_ids = 0;
@@ -84,6 +88,7 @@ plan_result plan(const IdT* ids, const float* weights, std::int64_t tokens, int 
   r.expanded_to_row.assign(std::size_t(slots), -1);
   r.row_to_slot.assign(std::size_t(max_rows), moe::plan_padding_sentinel(tokens, k));
   r.row_to_expanded.assign(std::size_t(max_rows), -1);
+  r.row_to_token.assign(std::size_t(max_rows), -1);
   for (int e = 0; e < experts; ++e)
     for (std::size_t j = 0; j < kept[std::size_t(e)].size(); ++j) {
       const std::int64_t s = kept[std::size_t(e)][j], row = r.offsets[std::size_t(e)] + std::int64_t(j);
@@ -92,6 +97,7 @@ plan_result plan(const IdT* ids, const float* weights, std::int64_t tokens, int 
       r.expanded_to_row[std::size_t(expanded)] = std::int32_t(row);
       r.row_to_slot[std::size_t(row)] = std::int32_t(s);
       r.row_to_expanded[std::size_t(row)] = std::int32_t(expanded);
+      r.row_to_token[std::size_t(row)] = std::int32_t(s / k);
     }
   if (!masked) {
     r.tile_experts.assign(std::size_t(max_rows / p.block_size), -1);
@@ -100,6 +106,86 @@ plan_result plan(const IdT* ids, const float* weights, std::int64_t tokens, int 
         r.tile_experts[std::size_t(row / p.block_size)] = e;
   }
   return r;
+}
+
+//! permute: out[row] = x[row_to_slot[row] / k], zeros for padding rows.
+template <class T>
+std::vector<T> permute(const T* x, std::int64_t tokens, int hidden, int k, const std::vector<std::int32_t>& row_to_slot) {
+  std::vector<T> out(row_to_slot.size() * std::size_t(hidden), from_float<T>(0.0f));
+  for (std::size_t row = 0; row < row_to_slot.size(); ++row) {
+    const std::int64_t s = row_to_slot[row];
+    if (s < 0 || s >= tokens * k) continue;
+    for (int h = 0; h < hidden; ++h) out[row * std::size_t(hidden) + std::size_t(h)] = x[(s / k) * hidden + h];
+  }
+  return out;
+}
+
+//! permute_fp8: q = fp8(x * (1 / s)), s = amax / 448 (1 if amax is 0), per row or per 128.
+template <class T>
+void permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std::vector<std::int32_t>& row_to_slot, bool per_128,
+                 std::vector<unsigned char>& q, std::vector<float>& scales) {
+  const int group = per_128 ? 128 : hidden, groups = hidden / group;
+  q.assign(row_to_slot.size() * std::size_t(hidden), 0);
+  scales.assign(row_to_slot.size() * std::size_t(groups), 1.0f);
+  for (std::size_t row = 0; row < row_to_slot.size(); ++row) {
+    const std::int64_t s = row_to_slot[row];
+    const bool valid = s >= 0 && s < tokens * k;
+    for (int g = 0; g < groups; ++g) {
+      float amax = 0.0f;
+      for (int h = g * group; valid && h < (g + 1) * group; ++h) amax = std::max(amax, std::fabs(to_float(x[(s / k) * hidden + h])));
+      const float scale = amax > 0.0f ? amax / 448.0f : 1.0f, inv = 1.0f / scale;
+      scales[row * std::size_t(groups) + std::size_t(g)] = scale;
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        const float v = valid ? to_float(x[(s / k) * hidden + h]) : 0.0f;
+        const __nv_fp8_e4m3 f(v * inv);
+        std::memcpy(&q[row * std::size_t(hidden) + std::size_t(h)], &f, 1);
+      }
+    }
+  }
+}
+
+//! combine: residual + sum_j w_j * y[row_j], fused multiply-adds in slot order, one rounding.
+template <class T, class OutT>
+std::vector<OutT> combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t tokens, const std::int32_t* slot_to_row,
+                          const float* weights, const OutT* residual) {
+  std::vector<OutT> out(std::size_t(tokens) * std::size_t(hidden));
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (int h = 0; h < hidden; ++h) {
+      float acc = 0.0f;
+      for (int j = 0; j < k; ++j) {
+        const std::int32_t r = slot_to_row[t * k + j];
+        if (r < 0 || r >= rows) continue;
+        acc = std::fma(weights ? weights[t * k + j] : 1.0f, to_float(y[std::int64_t(r) * hidden + h]), acc);
+      }
+      if (residual) acc += to_float(residual[t * hidden + h]);
+      out[std::size_t(t * hidden + h)] = from_float<OutT>(acc);
+    }
+  return out;
+}
+
+//! d weights of combine: per slot, 32 lane partials (lane l takes the 16-byte chunks l, l+32, ...,
+//! fused multiply-adds in order) summed by the butterfly the kernel uses, so the bits match.
+template <class T>
+std::vector<float> combine_weight_grad(const T* d_out, const T* y, std::int64_t rows, int hidden, int k, std::int64_t tokens,
+                                       const std::int32_t* slot_to_row) {
+  const int per = int(16 / sizeof(T)), chunks = hidden / per;
+  std::vector<float> dw(std::size_t(tokens * k), 0.0f);
+  for (std::int64_t s = 0; s < tokens * k; ++s) {
+    const std::int32_t r = slot_to_row[s];
+    if (r < 0 || r >= rows) continue;
+    float lane[32] = {};
+    for (int l = 0; l < 32; ++l)
+      for (int c = l; c < chunks; c += 32)
+        for (int j = 0; j < per; ++j)
+          lane[l] = std::fma(to_float(d_out[(s / k) * hidden + c * per + j]), to_float(y[std::int64_t(r) * hidden + c * per + j]), lane[l]);
+    for (int offset = 16; offset > 0; offset /= 2) {
+      float next[32];
+      for (int l = 0; l < 32; ++l) next[l] = lane[l] + lane[l ^ offset];
+      std::copy(next, next + 32, lane);
+    }
+    dw[std::size_t(s)] = lane[0];
+  }
+  return dw;
 }
 
 }  // namespace frugal::reference

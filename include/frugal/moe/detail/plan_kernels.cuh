@@ -264,11 +264,13 @@ FRUGAL_DEVICE void plan_layout(const plan_problem& p, const plan_outputs& out, p
     for (std::int64_t r = first + tid; r < last; r += plan_threads) {
       if (out.row_to_slot) out.row_to_slot[r] = pad_slot;
       if (out.row_to_expanded) out.row_to_expanded[r] = -1;
+      if (out.row_to_token) out.row_to_token[r] = -1;
     }
   }
   for (std::int64_t r = std::int64_t(total) + tid; r < p.max_rows; r += plan_threads) {
     if (out.row_to_slot) out.row_to_slot[r] = pad_slot;
     if (out.row_to_expanded) out.row_to_expanded[r] = -1;
+    if (out.row_to_token) out.row_to_token[r] = -1;
   }
   if (out.tile_experts && !masked) {
     const std::int64_t tiles = p.max_rows / block;
@@ -299,6 +301,7 @@ FRUGAL_DEVICE void plan_maps(const IdT* ids, const plan_problem& p, const plan_o
     if (row >= 0) {
       if (out.row_to_slot) out.row_to_slot[row] = std::int32_t(s);
       if (out.row_to_expanded) out.row_to_expanded[row] = std::int32_t(expanded);
+      if (out.row_to_token) out.row_to_token[row] = std::int32_t(s / p.k);
     }
   }
 }

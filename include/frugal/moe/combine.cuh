@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Combine: each token's k expert outputs summed back with their routing weights, in a fixed
+//! order with fp32 accumulation (bitwise deterministic); and the backward of permute and combine.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/combine.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/launch.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/moe/detail/dispatch_checks.cuh>
+#include <frugal/moe/detail/dispatch_kernels.cuh>
+
+#include <cstdint>
+
+namespace frugal::moe {
+
+//! out[t] = residual[t] + sum_{j=0..k-1} w[t, j] * y[slot_to_row[t*k + j]] over the slots that
+//! have a row (dropped and not-routed slots contribute nothing; rows outside [0, rows) are
+//! ignored). Accumulation in fp32 with fused multiply-adds in slot order, then one rounding to
+//! OutT: bitwise deterministic. weights [T, k] fp32 or nullptr (unweighted sum); residual [T,
+//! hidden] OutT or nullptr. y: T = float, __half, __nv_bfloat16; OutT: any of the three.
+//! hidden a multiple of 16 / sizeof(T); y, residual and out 16-byte aligned. One launch.
+template <class T, class OutT>
+status combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t tokens, const std::int32_t* slot_to_row,
+               const float* weights, const OutT* residual, OutT* out, cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T> && is_io_float_v<OutT>, "frugal::moe::combine: element types must be float, __half or __nv_bfloat16");
+  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
+    return status::invalid("frugal::moe::combine: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine: hidden must be a positive multiple of 16 / sizeof(T)",
+                                   "frugal::moe::combine: y, residual and out must be 16-byte aligned", hidden, {y, residual, out}));
+  if (tokens == 0) return status{};
+  if (!slot_to_row || !out || (!y && rows > 0)) return status::invalid("frugal::moe::combine: null pointer");
+  dim3 grid;
+  FRUGAL_TRY(detail::row_grid(tokens, grid));
+  return launch(detail::combine_kernel<T, OutT, detail::dispatch_vector<T>>, launch_config{grid, dim3(detail::dispatch_threads), 0, stream},
+                y, rows, hidden, k, tokens, slot_to_row, weights, residual, out);
+}
+
+//! Backward of permute: d x[t] = sum_j d_permuted[slot_to_row[t*k + j]] (a combine without
+//! weights), fp32 accumulation in slot order.
+template <class T>
+status permute_backward(const T* d_permuted, std::int64_t rows, int hidden, int k, std::int64_t tokens,
+                        const std::int32_t* slot_to_row, T* d_x, cudaStream_t stream = nullptr) {
+  return combine<T, T>(d_permuted, rows, hidden, k, tokens, slot_to_row, nullptr, nullptr, d_x, stream);
+}
+
+//! Backward of combine, given d out [T, hidden]:
+//!  - d_y [rows, hidden] = w[slot(row)] * d_out[token(row)], zeros for padding rows
+//!    (row_to_slot from the plan); nullptr to skip;
+//!  - d_weights [T, k] = <d_out[t], y[slot_to_row[t*k + j]]> (0 for slots without a row), fp32,
+//!    a fixed-order butterfly sum; nullptr to skip.
+//! The residual's gradient is d_out itself.
+template <class T>
+status combine_backward(const T* d_out, const T* y, std::int64_t rows, int hidden, int k, std::int64_t tokens,
+                        const std::int32_t* slot_to_row, const std::int32_t* row_to_slot, const float* weights, T* d_y,
+                        float* d_weights, cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T>, "frugal::moe::combine_backward: T must be float, __half or __nv_bfloat16");
+  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
+    return status::invalid("frugal::moe::combine_backward: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine_backward: hidden must be a positive multiple of 16 / sizeof(T)",
+                                   "frugal::moe::combine_backward: d_out, y and d_y must be 16-byte aligned", hidden, {d_out, y, d_y}));
+  if (d_y) {
+    if (!row_to_slot || !weights || (!d_out && tokens > 0))
+      return status::invalid("frugal::moe::combine_backward: d_y needs d_out, row_to_slot and weights");
+    if (rows > 0) {
+      dim3 grid;
+      FRUGAL_TRY(detail::row_grid(rows, grid));
+      FRUGAL_TRY(launch(detail::permute_kernel<T, detail::dispatch_vector<T>>,
+                        launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, tokens, hidden, k, row_to_slot, rows,
+                        weights, d_y));
+    }
+  }
+  if (d_weights && tokens > 0) {
+    if (!slot_to_row || !d_out || (!y && rows > 0))
+      return status::invalid("frugal::moe::combine_backward: d_weights needs d_out, y and slot_to_row");
+    dim3 grid;
+    FRUGAL_TRY(detail::row_grid((tokens * k + 3) / 4, grid));
+    FRUGAL_TRY(launch(detail::combine_weight_grad_kernel<T, T, detail::dispatch_vector<T>>,
+                      launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, y, rows, hidden, k, tokens, slot_to_row,
+                      d_weights));
+  }
+  return status{};
+}
+
+}  // namespace frugal::moe

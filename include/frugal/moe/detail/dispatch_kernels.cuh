@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0
+// Kernels that move token rows to the expert-major buffer and back (frugal/moe/permute.cuh,
+// frugal/moe/combine.cuh). One 128-thread block per row, 16-byte vector accesses, fp32
+// arithmetic with explicit fused multiply-adds in a fixed order (so the host reference
+// reproduces every bit).
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/detail/dispatch_kernels.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/block.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/core/vector_io.cuh>
+#include <frugal/core/warp.cuh>
+
+#include <cuda_fp8.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace frugal::moe::detail {
+
+inline constexpr int dispatch_threads = 128;
+inline constexpr float fp8_e4m3_max = 448.0f;
+
+// The token a row gathers from, or -1 (padding, or a slot outside [0, T*k)).
+FRUGAL_DEVICE std::int64_t source_token(const std::int32_t* row_to_slot, std::int64_t row, std::int64_t tokens, int k) {
+  const std::int64_t s = row_to_slot[row];
+  return s >= 0 && s < tokens * k ? s / k : -1;
+}
+
+// out[row] = scale * x[token(row)] (0 for padding rows). scale = slot_scale[slot] when given.
+template <class T, int V>
+__global__ void __launch_bounds__(dispatch_threads)
+    permute_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
+                   std::int64_t rows, const float* __restrict__ slot_scale, T* __restrict__ out) {
+  const int chunks = hidden / V;
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const std::int64_t token = source_token(row_to_slot, row, tokens, k);
+    const float scale = slot_scale && token >= 0 ? slot_scale[row_to_slot[row]] : 1.0f;
+    const T* src = x + (token >= 0 ? token : 0) * hidden;
+    T* dst = out + row * hidden;
+    for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
+      vector<T, V> v;
+      if (token >= 0) {
+        v = load_vector<V>(src + c * V);
+        if (slot_scale) {
+          FRUGAL_UNROLL
+          for (int j = 0; j < V; ++j) v[j] = from_float<T>(scale * to_float(v[j]));
+        }
+      } else {
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
+      }
+      store_vector(dst + c * V, v);
+    }
+  }
+}
+
+// fp8 e4m3 with one scale per row (Group = 0) or per Group elements: q = x / s, s = amax / 448
+// (1 when amax is 0), saturated to +-448, round to nearest even.
+template <class T, int V>
+FRUGAL_DEVICE void quantize_chunk(const vector<T, V>& v, float inv_scale, __nv_fp8_e4m3* dst) {
+  vector<unsigned char, V> q;
+  FRUGAL_UNROLL
+  for (int j = 0; j < V; ++j) {
+    const __nv_fp8_e4m3 f(to_float(v[j]) * inv_scale);
+    q[j] = f.__x;
+  }
+  store_vector(reinterpret_cast<unsigned char*>(dst), q);
+}
+
+FRUGAL_DEVICE float fp8_scale_of(float amax) { return amax > 0.0f ? amax / fp8_e4m3_max : 1.0f; }
+
+template <class T, int V, int Group>
+__global__ void __launch_bounds__(dispatch_threads)
+    permute_fp8_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
+                       std::int64_t rows, __nv_fp8_e4m3* __restrict__ out, float* __restrict__ scales) {
+  __shared__ typename block_reduce<float, dispatch_threads>::TempStorage storage;
+  const int chunks = hidden / V;
+  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const std::int64_t token = source_token(row_to_slot, row, tokens, k);
+    const T* src = x + (token >= 0 ? token : 0) * hidden;
+    __nv_fp8_e4m3* dst = out + row * hidden;
+    if constexpr (Group == 0) {
+      // One scale per row: amax over the row, then quantize (the row is read twice, from L2).
+      float amax = 0.0f;
+      for (int c = int(threadIdx.x); token >= 0 && c < chunks; c += dispatch_threads) {
+        const auto v = load_vector<V>(src + c * V);
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) amax = fmaxf(amax, fabsf(to_float(v[j])));
+      }
+      amax = block_reduce<float, dispatch_threads>(storage).max(amax);
+      const float scale = fp8_scale_of(amax);
+      if (threadIdx.x == 0) scales[row] = scale;
+      for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
+        vector<T, V> v;
+        if (token >= 0) v = load_vector<V>(src + c * V);
+        else
+          FRUGAL_UNROLL
+          for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
+        quantize_chunk(v, 1.0f / scale, dst + c * V);
+      }
+    } else {
+      // One scale per Group elements: Group / V lanes share a group, reduce amax among themselves.
+      constexpr int lanes_per_group = Group / V;
+      static_assert(lanes_per_group >= 1 && lanes_per_group <= 32 && (lanes_per_group & (lanes_per_group - 1)) == 0,
+                    "frugal: the fp8 group must span a power-of-two number of vectors, at most a warp");
+      // Every lane of every warp runs the same number of iterations (chunks is a multiple of the
+      // group, and the loop bound is rounded up to whole warps), so the shuffles stay converged.
+      const int rounded = (chunks + dispatch_threads - 1) / dispatch_threads * dispatch_threads;
+      for (int c = int(threadIdx.x); c < rounded; c += dispatch_threads) {
+        const bool in_row = c < chunks;
+        vector<T, V> v;
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
+        if (in_row && token >= 0) v = load_vector<V>(src + c * V);
+        float amax = 0.0f;
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) amax = fmaxf(amax, fabsf(to_float(v[j])));
+        amax = warp_max<lanes_per_group>(amax);
+        const float scale = fp8_scale_of(amax);
+        if (in_row) {
+          quantize_chunk(v, 1.0f / scale, dst + c * V);
+          if (c % lanes_per_group == 0) scales[row * (hidden / Group) + c / lanes_per_group] = scale;
+        }
+      }
+    }
+  }
+}
+
+// out[t] = residual[t] + sum_j w[t, j] * y[row(t, j)], j in order, fp32 fused multiply-adds.
+template <class T, class OutT, int V>
+__global__ void __launch_bounds__(dispatch_threads)
+    combine_kernel(const T* __restrict__ y, std::int64_t rows, int hidden, int k, std::int64_t tokens,
+                   const std::int32_t* __restrict__ slot_to_row, const float* __restrict__ weights,
+                   const OutT* __restrict__ residual, OutT* __restrict__ out) {
+  __shared__ std::int32_t row_of[32];
+  __shared__ float weight_of[32];
+  const int chunks = hidden / V;
+  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    if (threadIdx.x < unsigned(k)) {
+      const std::int64_t s = t * k + threadIdx.x;
+      const std::int32_t r = slot_to_row[s];
+      row_of[threadIdx.x] = r >= 0 && r < rows ? r : -1;  // dropped or out of range: contributes nothing
+      weight_of[threadIdx.x] = weights ? weights[s] : 1.0f;
+    }
+    __syncthreads();
+    for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
+      float acc[V];
+      FRUGAL_UNROLL
+      for (int j = 0; j < V; ++j) acc[j] = 0.0f;
+      for (int slot = 0; slot < k; ++slot) {
+        const std::int32_t r = row_of[slot];
+        if (r < 0) continue;
+        const float w = weight_of[slot];
+        const auto v = load_vector<V>(y + std::int64_t(r) * hidden + c * V);
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) acc[j] = fmaf(w, to_float(v[j]), acc[j]);
+      }
+      if (residual) {
+        float res[V];
+        load_floats(residual + t * hidden + c * V, res);
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) acc[j] += res[j];
+      }
+      store_floats(out + t * hidden + c * V, acc);
+    }
+    __syncthreads();  // row_of / weight_of are rewritten for the next token
+  }
+}
+
+// d weights: dw[s] = sum_h d_out[t, h] * y[row(s), h] (0 when the slot has no row); a warp per
+// slot, lanes over 16-byte chunks, a butterfly sum.
+template <class T, class G, int V>
+__global__ void __launch_bounds__(dispatch_threads)
+    combine_weight_grad_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t rows, int hidden, int k,
+                               std::int64_t tokens, const std::int32_t* __restrict__ slot_to_row, float* __restrict__ d_weights) {
+  constexpr int warps = dispatch_threads / 32;
+  const int lane = int(threadIdx.x % 32), chunks = hidden / V;
+  for (std::int64_t s = std::int64_t(blockIdx.x) * warps + threadIdx.x / 32; s < tokens * k; s += std::int64_t(gridDim.x) * warps) {
+    const std::int32_t r = slot_to_row[s];
+    const bool placed = r >= 0 && r < rows;
+    const std::int64_t t = s / k;
+    float acc = 0.0f;
+    for (int c = lane; placed && c < chunks; c += 32) {
+      float yv[V], gv[V];
+      load_floats(y + std::int64_t(r) * hidden + c * V, yv);
+      load_floats(d_out + t * hidden + c * V, gv);
+      FRUGAL_UNROLL
+      for (int j = 0; j < V; ++j) acc = fmaf(gv[j], yv[j], acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) d_weights[s] = placed ? acc : 0.0f;
+  }
+}
+
+}  // namespace frugal::moe::detail

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Permute: gather token rows into the expert-major buffer a plan laid out, as they are or
+//! quantised to fp8 e4m3 in the same pass; and its backward.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/permute.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/launch.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/moe/detail/dispatch_checks.cuh>
+#include <frugal/moe/detail/dispatch_kernels.cuh>
+
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace frugal::moe {
+
+//! out[row] = x[token(row)] for every row of the expert-major buffer ([rows, hidden]), where
+//! token(row) = row_to_slot[row] / k (plan_outputs::row_to_slot); padding rows (any slot outside
+//! [0, T*k)) are written as zeros. T = float, __half or __nv_bfloat16; hidden a multiple of
+//! 16 / sizeof(T); x and out 16-byte aligned. For a GEMM that gathers its own rows, skip this and
+//! use plan_outputs::row_to_token. One launch; bandwidth-bound.
+template <class T>
+status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot, std::int64_t rows, T* out,
+               cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T>, "frugal::moe::permute: T must be float, __half or __nv_bfloat16");
+  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
+    return status::invalid("frugal::moe::permute: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute: hidden must be a positive multiple of 16 / sizeof(T)",
+                                   "frugal::moe::permute: x and out must be 16-byte aligned", hidden, {x, out}));
+  if (rows == 0) return status{};
+  if (!row_to_slot || !out || (!x && tokens > 0)) return status::invalid("frugal::moe::permute: null pointer");
+  dim3 grid;
+  FRUGAL_TRY(detail::row_grid(rows, grid));
+  return launch(detail::permute_kernel<T, detail::dispatch_vector<T>>, launch_config{grid, dim3(detail::dispatch_threads), 0, stream},
+                x, tokens, hidden, k, row_to_slot, rows, static_cast<const float*>(nullptr), out);
+}
+
+//! How permute_fp8 scales.
+enum class fp8_scaling {
+  per_token,  //!< scales [rows]: amax of the row / 448
+  per_128,    //!< scales [rows, hidden / 128]: amax of each 128 elements / 448 (DeepSeek-V3, DeepEP)
+};
+
+//! permute() with fp8 e4m3 output in the same pass: q = x / s saturated to +-448, rounded to
+//! nearest even, s = amax / 448 (1 for an all-zero group); padding rows are zeros with scale 1.
+//! scales: float [rows] (per_token) or [rows, hidden / 128] (per_128; hidden a multiple of 128).
+template <class T>
+status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot, std::int64_t rows,
+                   __nv_fp8_e4m3* out, float* scales, fp8_scaling scaling = fp8_scaling::per_token, cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T>, "frugal::moe::permute_fp8: T must be float, __half or __nv_bfloat16");
+  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
+    return status::invalid("frugal::moe::permute_fp8: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute_fp8: hidden must be a positive multiple of 16 / sizeof(T)",
+                                   "frugal::moe::permute_fp8: x and out must be 16-byte aligned", hidden, {x, out}));
+  if (scaling == fp8_scaling::per_128 && hidden % 128 != 0)
+    return status::invalid("frugal::moe::permute_fp8: per_128 scaling needs hidden to be a multiple of 128");
+  if (rows == 0) return status{};
+  if (!row_to_slot || !out || !scales || (!x && tokens > 0)) return status::invalid("frugal::moe::permute_fp8: null pointer");
+  dim3 grid;
+  FRUGAL_TRY(detail::row_grid(rows, grid));
+  constexpr int V = detail::dispatch_vector<T>;
+  const launch_config config{grid, dim3(detail::dispatch_threads), 0, stream};
+  if (scaling == fp8_scaling::per_128)
+    return launch(detail::permute_fp8_kernel<T, V, 128>, config, x, tokens, hidden, k, row_to_slot, rows, out, scales);
+  return launch(detail::permute_fp8_kernel<T, V, 0>, config, x, tokens, hidden, k, row_to_slot, rows, out, scales);
+}
+
+}  // namespace frugal::moe

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: Apache-2.0
+// permute, permute_fp8, combine and their backward against the reference, bit for bit, on rows
+// laid out by a real plan (dropless and with drops, padding rows), fp32/bf16/fp16, odd sizes.
+#include <frugal/moe/combine.cuh>
+#include <frugal/moe/permute.cuh>
+#include <frugal/moe/plan.cuh>
+#include <frugal/reference/moe_dispatch.hpp>
+
+#include <cstring>
+#include <set>
+
+#include "support/test_support.hpp"
+
+using namespace frugal;
+
+namespace {
+
+struct layout {
+  std::int64_t tokens;
+  int k, experts;
+  moe::plan_params params;
+  std::vector<std::int32_t> ids;
+  std::vector<float> weights;  // routing weights [T, k]
+  reference::plan_result plan;
+  std::int64_t rows;
+};
+
+// A plan of random distinct ids (some -1) and weights, computed by the reference (the plan has
+// its own tests).
+layout make_layout(std::int64_t tokens, int k, int experts, moe::plan_params params, std::mt19937_64& rng) {
+  layout l{tokens, k, experts, params, std::vector<std::int32_t>(static_cast<std::size_t>(tokens * k)),
+           std::vector<float>(static_cast<std::size_t>(tokens * k)), {}, 0};
+  for (auto& w : l.weights) w = float(rng() % 1000) / 1000.0f;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    std::set<int> used;
+    for (int j = 0; j < k; ++j) {
+      int e;
+      do e = int(rng() % experts); while (used.count(e));
+      used.insert(e);
+      l.ids[std::size_t(t * k + j)] = rng() % 9 == 0 ? -1 : e;
+    }
+  }
+  l.plan = reference::plan(l.ids.data(), l.weights.data(), tokens, k, experts, params);
+  l.rows = moe::plan_max_rows(tokens, k, experts, params);
+  return l;
+}
+
+template <class T>
+std::vector<T> random_rows(std::int64_t rows, int hidden, std::mt19937_64& rng, float spread = 3.0f) {
+  std::vector<T> x(static_cast<std::size_t>(rows * hidden));
+  std::normal_distribution<float> normal(0.0f, spread);
+  for (auto& v : x) v = from_float<T>(normal(rng));
+  return x;
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+template <class T, class OutT = T>
+void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_params params, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO(std::string(type_name<T>()) << " -> " << std::string(type_name<OutT>()) << " T " << tokens << " hidden " << hidden << " k "
+                                   << k << " E " << experts << " policy " << int(params.policy) << " block " << params.block_size);
+  const auto l = make_layout(tokens, k, experts, params, rng);
+  const auto x = random_rows<T>(tokens, hidden, rng);
+  const std::vector<float>& weights = l.weights;
+
+  test::device_buffer<T> d_x(x), d_perm(std::size_t(l.rows) * hidden), d_y(std::size_t(l.rows) * hidden);
+  test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row);
+  test::device_buffer<float> d_weights(weights);
+  d_perm.fill_bytes(0x7f);
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), l.rows, d_perm.data()));
+
+  // "expert outputs": some function of the permuted rows, here fresh random values
+  const auto y = random_rows<T>(l.rows, hidden, rng);
+  d_y.upload(y);
+  const auto residual = random_rows<OutT>(tokens, hidden, rng);
+  test::device_buffer<OutT> d_residual(residual), d_out(std::size_t(tokens) * hidden), d_out_plain(std::size_t(tokens) * hidden);
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(), d_residual.data(),
+                                 d_out.data()));
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(), (const OutT*)nullptr,
+                                 d_out_plain.data()));
+
+  // backward
+  const auto d_out_grad = random_rows<T>(tokens, hidden, rng, 1.0f);
+  test::device_buffer<T> d_g(d_out_grad), d_dy(std::size_t(l.rows) * hidden), d_dx(std::size_t(tokens) * hidden);
+  test::device_buffer<float> d_dw(static_cast<std::size_t>(tokens * k));
+  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(),
+                                          d_row_to_slot.data(), d_weights.data(), d_dy.data(), d_dw.data()));
+  FRUGAL_REQUIRE_OK(moe::permute_backward(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_dx.data()));
+  test::synchronize();
+
+  CHECK(same_bits(d_perm.download(), reference::permute(x.data(), tokens, hidden, k, l.plan.row_to_slot)));
+  CHECK(same_bits(d_out.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
+                                                       weights.data(), residual.data())));
+  CHECK(same_bits(d_out_plain.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
+                                                             weights.data(), (const OutT*)nullptr)));
+  CHECK(same_bits(d_dx.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
+                                                      (const float*)nullptr, (const T*)nullptr)));
+  std::vector<T> dy_ref(std::size_t(l.rows) * hidden, from_float<T>(0.0f));
+  for (std::int64_t row = 0; row < l.rows; ++row) {
+    const std::int64_t s = l.plan.row_to_slot[std::size_t(row)];
+    if (s < 0 || s >= tokens * k) continue;
+    for (int h = 0; h < hidden; ++h)
+      dy_ref[std::size_t(row * hidden + h)] = from_float<T>(weights[std::size_t(s)] * to_float(d_out_grad[std::size_t((s / k) * hidden + h)]));
+  }
+  CHECK(same_bits(d_dy.download(), dy_ref));
+  const auto dw = d_dw.download();
+  const auto dw_ref = reference::combine_weight_grad(d_out_grad.data(), y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data());
+  CHECK(std::memcmp(dw.data(), dw_ref.data(), dw.size() * sizeof(float)) == 0);
+}
+
+template <class T>
+void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO(std::string(type_name<T>()) << " T " << tokens << " hidden " << hidden << " per_128 " << per_128);
+  moe::plan_params params;
+  params.block_size = 4;
+  const auto l = make_layout(tokens, k, 16, params, rng);
+  auto x = random_rows<T>(tokens, hidden, rng, 20.0f);
+  if (tokens > 1)
+    for (int h = 0; h < hidden; ++h) x[std::size_t(hidden + h)] = from_float<T>(0.0f);  // an all-zero token: scale 1
+  test::device_buffer<T> d_x(x);
+  test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot);
+  test::device_buffer<__nv_fp8_e4m3> d_q(std::size_t(l.rows) * hidden);
+  test::device_buffer<float> d_scales(std::size_t(l.rows) * (per_128 ? hidden / 128 : 1));
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), l.rows, d_q.data(), d_scales.data(),
+                                     per_128 ? moe::fp8_scaling::per_128 : moe::fp8_scaling::per_token));
+  test::synchronize();
+  std::vector<unsigned char> q_ref;
+  std::vector<float> s_ref;
+  reference::permute_fp8(x.data(), tokens, hidden, k, l.plan.row_to_slot, per_128, q_ref, s_ref);
+  const auto q = d_q.download();
+  CHECK(std::memcmp(q.data(), q_ref.data(), q_ref.size()) == 0);
+  CHECK(d_scales.download() == s_ref);
+  // and the quantisation is accurate: |dequantised - x| <= 1/16 relative (e4m3 has 3 mantissa bits)
+  for (std::int64_t row = 0; row < l.rows; ++row) {
+    const std::int64_t s = l.plan.row_to_slot[std::size_t(row)];
+    if (s < 0 || s >= tokens * k) continue;
+    for (int h = 0; h < hidden; ++h) {
+      const float scale = s_ref[std::size_t(per_128 ? row * (hidden / 128) + h / 128 : row)];
+      const float back = float(q[std::size_t(row * hidden + h)]) * scale;
+      const float orig = to_float(x[std::size_t((s / k) * hidden + h)]);
+      REQUIRE(std::fabs(back - orig) <= std::fabs(orig) / 16.0f + scale * 0.0039f);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("permute / combine / backward: bf16, fp16, fp32, bit for bit, dropless with padded segments") {
+  moe::plan_params p;
+  p.block_size = 8;
+  check_all<__nv_bfloat16>(257, 136, 2, 8, p, 1);
+  check_all<__half>(63, 64, 8, 64, p, 2);
+  check_all<float>(100, 36, 4, 16, p, 3);
+  check_all<__nv_bfloat16>(1, 8, 1, 1, p, 4);
+  check_all<__nv_bfloat16, float>(129, 512, 6, 160, p, 5);  // bf16 expert outputs combined into fp32
+  check_all<float, __nv_bfloat16>(31, 1024, 3, 7, p, 6);
+}
+
+TEST_CASE("permute / combine / backward: with capacity drops (dropped slots contribute nothing)") {
+  moe::plan_params p;
+  p.policy = moe::drop_policy::weight_priority;
+  p.capacity_factor = 0.5f;
+  check_all<__nv_bfloat16>(300, 64, 4, 8, p, 10);
+  p.policy = moe::drop_policy::slot_major;
+  check_all<float>(200, 32, 2, 4, p, 12);
+  p.layout = moe::placement::masked;
+  p.capacity = 16;
+  check_all<__half>(300, 64, 4, 8, p, 11);
+}
+
+TEST_CASE("permute_fp8: per-token and per-128 scales, bit for bit") {
+  check_fp8<__nv_bfloat16>(100, 256, 2, false, 20);
+  check_fp8<__nv_bfloat16>(100, 512, 4, true, 21);
+  check_fp8<float>(33, 128, 1, true, 22);
+  check_fp8<__half>(17, 136, 3, false, 23);
+}
+
+TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)") {
+  test::device_buffer<__nv_bfloat16> x(64 * 16), out(64 * 16);
+  test::device_buffer<std::int32_t> map(64);
+  auto s = moe::permute(x.data(), 4, 12, 2, map.data(), 8, out.data());
+  CHECK(s.code() == errc::invalid_argument);
+  CHECK(std::strstr(s.message(), "multiple of 16 / sizeof(T)") != nullptr);
+  s = moe::permute(x.data() + 1, 4, 16, 2, map.data(), 8, out.data());
+  CHECK(s.code() == errc::misaligned);
+  s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, (const float*)nullptr, (float*)nullptr);
+  CHECK(s.code() == errc::invalid_argument);
+  test::device_buffer<__nv_fp8_e4m3> q(64 * 16);
+  test::device_buffer<float> scales(64);
+  s = moe::permute_fp8(x.data(), 4, 64, 2, map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128);
+  CHECK(std::strstr(s.message(), "multiple of 128") != nullptr);
+  s = moe::permute(x.data(), 4, 16, 33, map.data(), 8, out.data());
+  CHECK(s.code() == errc::invalid_argument);
+  FRUGAL_REQUIRE_OK(moe::permute(x.data(), 4, 16, 2, map.data(), 0, out.data()));  // no rows: nothing to do
+}

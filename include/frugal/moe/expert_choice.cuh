@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
   block_reduce<float, balance_threads> reduce(storage);
   for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     const bool padding = params.row_mask && params.row_mask[t] == 0;
-    tp token;
+    tp token{};
     if (!padding) token.compute(logits + t * E, t, params, reduce);  // uniform across the block
     FRUGAL_UNROLL
     for (int i = 0; i < tp::Items; ++i) {

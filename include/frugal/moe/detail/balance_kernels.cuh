@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
   const std::int64_t end = begin + balance_chunk < tokens ? begin + balance_chunk : tokens;
   for (std::int64_t t = begin; t < end; ++t) {
     if (params.row_mask && params.row_mask[t] == 0) continue;  // uniform across the block
-    tp token;
+    tp token{};
     token.compute(logits + t * E, t, params, reduce);
     if constexpr (Probabilities) {
       FRUGAL_UNROLL
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
   for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     const bool padding = params.row_mask && params.row_mask[t] == 0;
     D* out = d_logits + t * E;
-    tp token;
+    tp token{};
     if (!padding) token.compute(logits + t * E, t, params, reduce);
     float dot = 0.0f;  // sum_e c_e p_e (load balancing)
     if constexpr (Loss == loss_kind::load_balancing) {

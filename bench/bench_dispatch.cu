@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dispatch: the plan (latency at T*k <= 64K, the regime of vLLM/SGLang moe_align_block_size),
+// permute and combine (bandwidth at 64 MB and more). Floors: permute reads T*H and writes
+// T*k*H elements; combine reads T*k*H and writes T*H (bf16). Peers: torch.sort-based planning,
+// index_select and index_add_ in bench/peers/torch_dispatch.py, same device-check run.
+#include <frugal/moe/combine.cuh>
+#include <frugal/moe/permute.cuh>
+#include <frugal/moe/plan.cuh>
+#include <frugal/reference/moe_dispatch.hpp>
+
+#include <random>
+#include <set>
+#include <vector>
+
+#include "support/bench_support.cuh"
+
+namespace {
+
+std::vector<std::int32_t> routing_ids(std::int64_t tokens, int k, int experts) {
+  std::mt19937 rng(11);
+  std::vector<std::int32_t> ids(std::size_t(tokens) * k);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    std::set<int> used;
+    for (int j = 0; j < k; ++j) {
+      int e;
+      do e = int(rng() % experts); while (used.count(e));
+      used.insert(e);
+      ids[std::size_t(t * k + j)] = e;
+    }
+  }
+  return ids;
+}
+
+void BM_plan(benchmark::State& state) {
+  if (!frugal::bench::require_device(state)) return;
+  const std::int64_t tokens = state.range(0);
+  const int k = int(state.range(1)), experts = int(state.range(2));
+  frugal::moe::plan_params params;
+  params.block_size = 64;
+  const auto ids = routing_ids(tokens, k, experts);
+  const std::int64_t rows = frugal::moe::plan_max_rows(tokens, k, experts, params);
+  frugal::bench::device_vector<std::int32_t> d_ids(ids.size()), counts(experts), offsets(experts + 1), slot_to_row(ids.size()),
+      row_to_slot(static_cast<std::size_t>(rows)), tiles(static_cast<std::size_t>(rows / 64)), total(1);
+  cudaMemcpy(d_ids.ptr, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice);
+  std::size_t bytes = 0;
+  (void)frugal::moe::plan(nullptr, bytes, d_ids.ptr, nullptr, tokens, k, experts, params, {});
+  frugal::bench::device_vector<unsigned char> workspace(bytes);
+  frugal::moe::plan_outputs out;
+  out.counts = counts.ptr;
+  out.offsets = offsets.ptr;
+  out.slot_to_row = slot_to_row.ptr;
+  out.row_to_slot = row_to_slot.ptr;
+  out.tile_experts = tiles.ptr;
+  out.total_rows = total.ptr;
+  // the same outputs as moe_align_block_size: sorted ids, expert per tile, rows used
+  const double moved = double(ids.size()) * 4 * 3 + double(rows) * 4;
+  frugal::bench::time_launches(state, nullptr, moved, [&](int) {
+    return frugal::moe::plan(workspace.ptr, bytes, d_ids.ptr, nullptr, tokens, k, experts, params, out).ok();
+  });
+  state.SetLabel(tokens * k <= 65536 ? "one launch" : "six launches");
+}
+
+template <bool Combine>
+void BM_permute_combine(benchmark::State& state) {
+  if (!frugal::bench::require_device(state)) return;
+  const std::int64_t tokens = state.range(0);
+  const int k = int(state.range(1)), hidden = int(state.range(2)), experts = 64;
+  frugal::moe::plan_params params;
+  const auto ids = routing_ids(tokens, k, experts);
+  const auto plan = frugal::reference::plan(ids.data(), nullptr, tokens, k, experts, params);
+  const std::int64_t rows = tokens * k;
+  frugal::bench::device_vector<__nv_bfloat16> x(std::size_t(tokens) * hidden), permuted(std::size_t(rows) * hidden);
+  frugal::bench::device_vector<std::int32_t> row_to_slot(plan.row_to_slot.size()), slot_to_row(plan.slot_to_row.size());
+  frugal::bench::device_vector<float> weights(static_cast<std::size_t>(rows));
+  cudaMemcpy(row_to_slot.ptr, plan.row_to_slot.data(), plan.row_to_slot.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(slot_to_row.ptr, plan.slot_to_row.data(), plan.slot_to_row.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemset(x.ptr, 0x3c, std::size_t(tokens) * hidden * 2);  // 1.18 in bf16: not zeros
+  cudaMemset(permuted.ptr, 0x3c, std::size_t(rows) * hidden * 2);
+  cudaMemset(weights.ptr, 0x3e, std::size_t(rows) * 4);
+  const double moved = double(tokens) * hidden * 2 + double(rows) * hidden * 2;
+  frugal::bench::time_launches(state, nullptr, moved, [&](int) {
+    if (Combine)
+      return frugal::moe::combine(permuted.ptr, rows, hidden, k, tokens, slot_to_row.ptr, weights.ptr,
+                                  static_cast<const __nv_bfloat16*>(nullptr), x.ptr).ok();
+    return frugal::moe::permute(x.ptr, tokens, hidden, k, row_to_slot.ptr, rows, permuted.ptr).ok();
+  });
+}
+
+void plan_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"tokens", "k", "experts"});
+  for (std::int64_t t : {1, 64, 1024, 8192}) b->Args({t, 8, 256});
+  b->Args({16384, 8, 8});     // few experts, heavy contention for atomics-based peers
+  b->Args({16384, 8, 256});   // beyond 64K entries: the multi-launch path
+  b->Args({4096, 22, 512});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+void move_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"tokens", "k", "hidden"});
+  b->Args({4096, 8, 7168});  // 528 MB moved (DeepSeek-V3 hidden)
+  b->Args({2048, 2, 4096});  // Mixtral-like, 50 MB
+  b->Args({16384, 2, 4096}); // 403 MB
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+BENCHMARK(BM_plan)->Name("dispatch/plan")->Apply(plan_shapes);
+BENCHMARK(BM_permute_combine<false>)->Name("dispatch/permute_bf16")->Apply(move_shapes);
+BENCHMARK(BM_permute_combine<true>)->Name("dispatch/combine_bf16")->Apply(move_shapes);

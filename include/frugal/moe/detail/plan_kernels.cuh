@@ -127,6 +127,30 @@ FRUGAL_DEVICE void plan_ranks(const IdT* ids, const plan_problem& p, std::int64_
   }
 }
 
+// Exclusive scan over the experts of value_of(e); store(e, offset) for each; returns the total.
+// Thread tid owns experts [tid * per, (tid + 1) * per), so offsets come out in expert order.
+template <class ValueOf, class Store>
+FRUGAL_DEVICE int scan_experts(int experts, ValueOf value_of, Store store, plan_shared& sm) {
+  constexpr int per = plan_max_experts / plan_threads;
+  const int tid = int(threadIdx.x);
+  int mine[per], sum = 0;
+  FRUGAL_UNROLL
+  for (int i = 0; i < per; ++i) {
+    const int e = tid * per + i;
+    mine[i] = e < experts ? value_of(e) : 0;
+    sum += mine[i];
+  }
+  int total = 0;
+  int before = block_scan<int, plan_threads>(sm.scan).exclusive_sum(sum, total);
+  FRUGAL_UNROLL
+  for (int i = 0; i < per; ++i) {
+    const int e = tid * per + i;
+    if (e < experts) store(e, before);
+    before += mine[i];
+  }
+  return total;
+}
+
 // ---- phase 2: one block ------------------------------------------------------------------------
 FRUGAL_DEVICE void plan_tile_scan(const plan_problem& p, plan_shared& sm) {
   const int tid = int(threadIdx.x), E = p.experts;
@@ -140,23 +164,8 @@ FRUGAL_DEVICE void plan_tile_scan(const plan_problem& p, plan_shared& sm) {
     p.totals[e] = running;
   }
   __syncthreads();
-  // dropless_offsets = exclusive scan of totals; thread tid owns experts [tid*per, (tid+1)*per).
-  constexpr int per = plan_max_experts / plan_threads;
-  int mine[per], sum = 0;
-  FRUGAL_UNROLL
-  for (int i = 0; i < per; ++i) {
-    const int e = tid * per + i;
-    mine[i] = e < E ? p.totals[e] : 0;
-    sum += mine[i];
-  }
-  int total = 0;
-  int before = block_scan<int, plan_threads>(sm.scan).exclusive_sum(sum, total);
-  FRUGAL_UNROLL
-  for (int i = 0; i < per; ++i) {
-    const int e = tid * per + i;
-    if (e < E) p.dropless_offsets[e] = before;
-    before += mine[i];
-  }
+  const int total = scan_experts(
+      E, [&](int e) { return p.totals[e]; }, [&](int e, int offset) { p.dropless_offsets[e] = offset; }, sm);
   if (tid == 0) p.dropless_offsets[E] = total;
 }
 
@@ -224,28 +233,16 @@ FRUGAL_DEVICE void plan_layout(const plan_problem& p, const plan_outputs& out, p
   const int tid = int(threadIdx.x), E = p.experts;
   const bool masked = p.params.layout == placement::masked;
   const int block = p.params.block_size;
-  constexpr int per = plan_max_experts / plan_threads;
-  int rows[per], sum = 0;
-  FRUGAL_UNROLL
-  for (int i = 0; i < per; ++i) {
-    const int e = tid * per + i;
-    rows[i] = e < E ? (masked ? int(p.capacity) : (p.kept[e] + block - 1) / block * block) : 0;
-    sum += rows[i];
-  }
-  int total = 0;
-  int before = block_scan<int, plan_threads>(sm.scan).exclusive_sum(sum, total);
-  FRUGAL_UNROLL
-  for (int i = 0; i < per; ++i) {
-    const int e = tid * per + i;
-    if (e < E) {
-      p.row_offsets[e] = before;
-      if (out.offsets) out.offsets[e] = before;
-      if (out.offsets64) out.offsets64[e] = before;
-      if (out.counts) out.counts[e] = p.kept[e];
-      if (out.dropped) out.dropped[e] = p.totals[e] - p.kept[e];
-    }
-    before += rows[i];
-  }
+  const int total = scan_experts(
+      E, [&](int e) { return masked ? int(p.capacity) : (p.kept[e] + block - 1) / block * block; },
+      [&](int e, int offset) {
+        p.row_offsets[e] = offset;
+        if (out.offsets) out.offsets[e] = offset;
+        if (out.offsets64) out.offsets64[e] = offset;
+        if (out.counts) out.counts[e] = p.kept[e];
+        if (out.dropped) out.dropped[e] = p.totals[e] - p.kept[e];
+      },
+      sm);
   if (tid == 0) {
     if (out.id_errors) {
       out.id_errors[0] = p.invalid[0];

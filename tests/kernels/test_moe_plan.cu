@@ -203,6 +203,18 @@ TEST_CASE("plan: above 64K entries (six launches) equals the reference too") {
   check_plan((c.pattern = ids_pattern::with_gaps, c), 402);
 }
 
+TEST_CASE("plan: an absurd capacity factor behaves as keep-all (no overflow of the row arithmetic)") {
+  plan_case c;
+  c.tokens = 1024;
+  c.k = 8;
+  c.experts = 16;
+  c.params.policy = moe::drop_policy::token_order;
+  c.params.capacity_factor = 1e30f;
+  CHECK(moe::plan_capacity(c.tokens, c.k, c.experts, c.params) == c.tokens * c.k);
+  CHECK(moe::plan_max_rows(c.tokens, c.k, c.experts, c.params) == c.tokens * c.k);
+  check_plan((c.pattern = ids_pattern::one_hot, c), 600);
+}
+
 TEST_CASE("plan: malformed ids are counted and handled by the documented rule") {
   plan_case c;
   c.tokens = 300;

@@ -17,7 +17,7 @@ namespace {
 
 template <class Config, class T = float>
 void check_backward(logits_pattern pattern, moe::route_params params, unsigned long long seed, std::int64_t tokens = 48,
-                    float clip = 0.0f) {
+                    float clip = 0.0f, bool with_noise_logits = false) {
   FRUGAL_SEEDED_RNG(rng, seed);
   constexpr int E = Config::experts, K = Config::k;
   INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " pattern "
@@ -27,10 +27,12 @@ void check_backward(logits_pattern pattern, moe::route_params params, unsigned l
   std::vector<float> d_weights(std::size_t(tokens) * K);
   std::normal_distribution<float> normal;
   for (auto& v : d_weights) v = normal(rng);
-  const auto fwd = reference::route<Config, float>(logits.data(), (const T*)nullptr, tokens, params);
+  const auto noise = with_noise_logits ? test::make_logits<T>(logits_pattern::random, tokens, E, rng) : std::vector<T>{};
+  const T* noise_ptr = with_noise_logits ? noise.data() : nullptr;
+  const auto fwd = reference::route<Config, float>(logits.data(), noise_ptr, tokens, params);
   const auto ref = reference::route_backward<Config, double>(logits.data(), fwd.global_ids.data(), d_weights.data(),
-                                                             tokens, params, clip);
-  test::device_buffer<T> d_logits_in(logits);
+                                                             tokens, params, clip, noise_ptr);
+  test::device_buffer<T> d_logits_in(logits), d_noise(noise);
   test::device_buffer<std::int32_t> d_ids(fwd.global_ids);
   test::device_buffer<float> d_dw(d_weights), d_grad(std::size_t(tokens) * E);
   test::device_buffer<std::uint8_t> d_mask(params.row_mask ? std::vector<std::uint8_t>(params.row_mask, params.row_mask + tokens)
@@ -41,7 +43,8 @@ void check_backward(logits_pattern pattern, moe::route_params params, unsigned l
   if (p.row_mask) p.row_mask = d_mask.data();
   if (p.selection_bias) p.selection_bias = d_bias.data();
   d_grad.fill_bytes(0x7f);
-  FRUGAL_REQUIRE_OK(moe::route_backward<Config>(d_logits_in.data(), d_ids.data(), d_dw.data(), d_grad.data(), tokens, p, clip));
+  FRUGAL_REQUIRE_OK(moe::route_backward<Config>(moe::route_inputs<T>{d_logits_in.data(), with_noise_logits ? d_noise.data() : nullptr},
+                                                d_ids.data(), d_dw.data(), d_grad.data(), tokens, p, clip));
   test::synchronize();
   const auto grad = d_grad.download();
   for (std::int64_t t = 0; t < tokens; ++t) {
@@ -106,6 +109,18 @@ TEST_CASE("route backward: large E (warp and block paths), padding rows, clip") 
   for (int t = 0; t < 48; ++t) mask[std::size_t(t)] = t % 5 != 2;
   p.row_mask = mask.data();
   all_patterns_backward<moe::route_config<64, 6>>(p, 1500, 0.01f);
+}
+
+TEST_CASE("route backward: noisy top-k with and without noise logits (the noise is a constant)") {
+  moe::route_params p;
+  p.noise_std = 0.7f;
+  p.noise_seed = 1234;
+  p.renormalize = true;
+  for (auto pattern : {logits_pattern::random, logits_pattern::ties}) {
+    check_backward<moe::route_config<64, 6>>(pattern, p, 1700 + int(pattern));
+    check_backward<moe::route_config<64, 6, moe::sigmoid_scoring>>(pattern, p, 1710 + int(pattern), 48, 0.0f, true);
+    check_backward<moe::route_config<64, 6>>(pattern, p, 1720 + int(pattern), 48, 0.0f, true);
+  }
 }
 
 TEST_CASE("route backward: accumulate adds to the existing gradient") {

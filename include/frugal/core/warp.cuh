@@ -61,8 +61,9 @@ FRUGAL_DEVICE T shfl_xor(T value, int lane_mask) {
 }
 
 //! Reduces `value` over each logical warp of Width lanes with `op`; every lane gets the result.
-//! The butterfly gives all lanes the same association order, so the result is bitwise the same
-//! in every lane.
+//! For an associative and commutative op on exact values (sums of integers, max of integers or
+//! keys) every lane gets the same bits; a float sum or max is reproducible run to run, but lanes
+//! may differ in the last bit of a sum, or in the sign of a zero max (-0.0 against +0.0).
 template <int Width = 32, class T, class Op>
 FRUGAL_DEVICE T warp_allreduce(T value, Op op) {
   FRUGAL_CHECK_LOGICAL_WARP(Width);

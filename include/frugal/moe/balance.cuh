@@ -33,7 +33,7 @@ status check_loss_arguments(const void* logits, std::int64_t tokens, float coeff
   if (tokens < 1) return status::invalid(who_tokens);
   if (!logits) return status::invalid(who_null);
   if (!std::isfinite(coefficient)) return status::invalid("frugal::moe: the loss coefficient must be finite");
-  if (tokens > std::int64_t(INT32_MAX) * balance_chunk) return status::invalid("frugal::moe: too many tokens");
+  if (tokens > std::int64_t(INT32_MAX) / Config::k) return status::invalid("frugal::moe: tokens * k must fit in int32");
   if (!(p.softcap >= 0.0f) || !(p.noise_std >= 0.0f)) return status::invalid("frugal::moe: invalid route_params");
   return status{};
 }
@@ -46,6 +46,8 @@ status expert_counts(const IdT* ids, std::int64_t tokens, std::int32_t* counts, 
   static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
                 "frugal::moe::expert_counts: ids must be int32 or int64");
   if (tokens < 0) return status::invalid("frugal::moe::expert_counts: tokens must be >= 0");
+  if (tokens > std::int64_t(INT32_MAX) / Config::k)
+    return status::invalid("frugal::moe::expert_counts: tokens * k must fit in int32 (the counts are int32)");
   if (!counts) return status::invalid("frugal::moe::expert_counts: counts is null");
   if (tokens > 0 && !ids) return status::invalid("frugal::moe::expert_counts: ids is null");
   FRUGAL_TRY(status::from_cuda(cudaMemsetAsync(counts, 0, sizeof(std::int32_t) * Config::experts, stream)));
@@ -68,7 +70,8 @@ struct balance_outputs {
 //! Switch load-balancing loss of routing `ids` ([T, k], global ids) from `logits` [T, E]:
 //! L = coefficient * E * sum_e f_e * P_e, f_e = c_e / C, P_e = (k / C) * sum_t p_te, where c_e
 //! counts the slots routed to e and C = sum_e c_e (= k * routed tokens), and p_te is the router
-//! probability: the row softmax (softmax and top-k-then-softmax scorings) or the normalised score
+//! probability of the soft-capped logits (routing noise is not applied): the row softmax
+//! (softmax and top-k-then-softmax scorings) or the normalised score
 //! s_te / sum_e s_te (elementwise scorings). Padding rows (params.row_mask) are left out.
 //! Two-phase: with workspace == nullptr only workspace_bytes is written.
 template <class Config, class T, class IdT>
@@ -76,6 +79,8 @@ status load_balancing_loss(void* workspace, std::size_t& workspace_bytes, const 
                            std::int64_t tokens, float coefficient, balance_outputs out,
                            const route_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::load_balancing_loss: logits must be float, __half or __nv_bfloat16");
+  if (tokens > std::int64_t(INT32_MAX) / Config::k)
+    return status::invalid("frugal::moe::load_balancing_loss: tokens * k must fit in int32");
   const int blocks = tokens > 0 ? detail::balance_blocks(tokens) : 0;
   if (workspace == nullptr) {
     workspace_bytes = std::size_t(blocks > 0 ? blocks : 1) * Config::experts * sizeof(float);
@@ -120,12 +125,13 @@ status load_balancing_loss_backward(const T* logits, const std::int32_t* counts,
 }
 
 //! Router z-loss (ST-MoE): L = coefficient / T * sum_t logsumexp(x_t)^2 over the transformed
-//! logits (soft-cap, noise) as routing sees them; padding and degenerate rows add 0.
+//! soft-capped logits (routing noise is not applied); padding and degenerate rows add 0.
 //! Two-phase: with workspace == nullptr only workspace_bytes is written.
 template <class Config, class T>
 status router_z_loss(void* workspace, std::size_t& workspace_bytes, const T* logits, std::int64_t tokens, float coefficient,
                      float* loss, const route_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::router_z_loss: logits must be float, __half or __nv_bfloat16");
+  if (tokens > std::int64_t(INT32_MAX) / Config::k) return status::invalid("frugal::moe::router_z_loss: tokens * k must fit in int32");
   const int blocks = tokens > 0 ? detail::balance_blocks(tokens) : 0;
   if (workspace == nullptr) {
     workspace_bytes = std::size_t(blocks > 0 ? blocks : 1) * sizeof(float);

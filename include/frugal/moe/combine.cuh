@@ -23,7 +23,8 @@ namespace frugal::moe {
 //! have a row (dropped and not-routed slots contribute nothing; rows outside [0, rows) are
 //! ignored). Accumulation in fp32 with fused multiply-adds in slot order, then one rounding to
 //! OutT: bitwise deterministic. weights [T, k] fp32 or nullptr (unweighted sum); residual [T,
-//! hidden] OutT or nullptr. y: T = float, __half, __nv_bfloat16; OutT: any of the three.
+//! hidden] OutT or nullptr, and may be `out` itself (an in-place residual add: each element is
+//! read before the same thread writes it). y: T = float, __half, __nv_bfloat16; OutT: any of the three.
 //! hidden a multiple of 16 / sizeof(T); y, residual and out 16-byte aligned. One launch.
 template <class T, class OutT>
 status combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t tokens, const std::int32_t* slot_to_row,

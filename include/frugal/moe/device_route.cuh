@@ -20,13 +20,6 @@
 
 namespace frugal::moe {
 
-//! Inputs of routing: logits [T, E] and, for noisy top-k, the noise network's logits [T, E].
-template <class T>
-struct route_inputs {
-  const T* logits = nullptr;
-  const T* noise_logits = nullptr;
-};
-
 namespace detail {
 
 template <class Config, class IdT, class WeightT>

@@ -49,7 +49,11 @@ struct plan_params {
 inline std::int64_t plan_capacity(std::int64_t tokens, int k, int experts, const plan_params& p) {
   if (p.policy == drop_policy::none && p.layout == placement::packed) return 0;
   if (p.capacity > 0) return p.capacity;
-  double c = std::ceil(double(p.capacity_factor) * double(tokens) * k / experts);
+  // A capacity above T * k keeps everything, as T * k would: clamp before converting, so an
+  // absurd factor cannot overflow the row arithmetic.
+  const double slots = double(tokens) * k;
+  double c = std::ceil(double(p.capacity_factor) * slots / experts);
+  c = c < slots ? c : slots;
   std::int64_t cap = std::int64_t(c) < p.min_capacity ? p.min_capacity : std::int64_t(c);
   const std::int64_t m = p.capacity_multiple > 1 ? p.capacity_multiple : 1;
   return (cap + m - 1) / m * m;

@@ -115,8 +115,8 @@ __global__ void __launch_bounds__(expert_choice_threads)
 //! Expert-choice routing of `tokens` rows of logits [T, E]: expert e takes the `capacity` tokens
 //! with the largest scores for e (ties to the lower token index, NaN scores after every number,
 //! padding rows never), written to out in increasing token order per expert. Scores: the row
-//! softmax over experts (softmax_scoring) or the elementwise score. params: softcap, noise and
-//! row_mask apply; a selection bias has no meaning here (one constant per expert) and is refused.
+//! softmax over experts (softmax_scoring) or the elementwise score of the soft-capped logits.
+//! params: softcap and row_mask apply (routing noise does not); a selection bias has no meaning here (one constant per expert) and is refused.
 //! Two-phase: with workspace == nullptr only workspace_bytes (E * T floats) is written.
 //! Two launches (three with experts_per_token, which is zeroed first); deterministic.
 template <class Config, class T>

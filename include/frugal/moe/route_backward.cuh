@@ -37,7 +37,8 @@ inline constexpr int backward_threads = Config::experts > 1024 ? 128 : 32;
 
 template <class Config, class T, class IdT, class G, class D>
 __global__ void __launch_bounds__(128, 1)
-    route_backward_kernel(const T* __restrict__ logits, const IdT* __restrict__ ids, const G* __restrict__ d_weights,
+    route_backward_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, const IdT* __restrict__ ids,
+                          const G* __restrict__ d_weights,
                           std::int64_t tokens, route_params params, float clip, bool accumulate,
                           D* __restrict__ d_logits) {
   using S = typename Config::scoring;
@@ -55,13 +56,15 @@ __global__ void __launch_bounds__(128, 1)
     const bool exists = t < tokens;
     const bool active = exists && !(params.row_mask && params.row_mask[t] == 0);
     const T* row = logits + (active ? t : 0) * E;
+    const T* noise_row = noise_logits ? noise_logits + (active ? t : 0) * E : nullptr;
+    auto noise_of = [&](int e) { return noise_row ? to_float(noise_row[e]) : NAN; };
 
     float raw[Items], x[Items];
     FRUGAL_UNROLL
     for (int i = 0; i < Items; ++i) {
       const int e = i * TPT + local;
       raw[i] = active && e < E ? to_float(row[e]) : NAN;
-      x[i] = transformed_logit(raw[i], params, t, e, NAN);
+      x[i] = transformed_logit(raw[i], params, t, e, active && e < E ? noise_of(e) : NAN);
     }
     softmax_stats stats;
     if constexpr (Config::kind == scoring_kind::row_softmax) stats = softmax_stats_of(x, reduce);
@@ -75,7 +78,7 @@ __global__ void __launch_bounds__(128, 1)
     for (int j = 0; j < K; ++j) {
       const std::int64_t e = active ? std::int64_t(ids[t * K + j]) : -1;
       id[j] = (e >= 0 && e < E) ? int(e) : -1;  // out-of-range ids carry no gradient
-      const float xj = id[j] >= 0 ? transformed_logit(to_float(row[id[j]]), params, t, id[j], NAN) : NAN;
+      const float xj = id[j] >= 0 ? transformed_logit(to_float(row[id[j]]), params, t, id[j], noise_of(id[j])) : NAN;
       if constexpr (Config::kind == scoring_kind::row_softmax) r[j] = stats.probability(xj);
       else if constexpr (Config::kind == scoring_kind::elementwise) r[j] = S{}(xj);
       else r[j] = xj;  // selected softmax: logits for now, probabilities below
@@ -150,10 +153,12 @@ __global__ void __launch_bounds__(128, 1)
 //! gradient; the bias and the noise are constants; padding rows and degenerate rows get 0; slots
 //! whose id is outside [0, E) contribute nothing. clip > 0 clamps every element to [-clip, clip].
 //! Elementwise scorings need `derivative(x, s)`. One launch, deterministic.
+//! `in` must be the forward's inputs (its noise logits included).
 template <class Config, class T, class IdT, class G, class D>
-status route_backward(const T* logits, const IdT* ids, const G* d_weights, D* d_logits, std::int64_t tokens,
+status route_backward(route_inputs<T> in, const IdT* ids, const G* d_weights, D* d_logits, std::int64_t tokens,
                       const route_params& params = {}, float clip = 0.0f, bool accumulate = false,
                       cudaStream_t stream = nullptr) {
+  const T* logits = in.logits;
   using S = typename Config::scoring;
   static_assert(Config::kind != scoring_kind::elementwise || scoring_has_derivative<S>,
                 "frugal::moe::route_backward: the scoring functor needs derivative(x, s) for the backward");
@@ -174,7 +179,15 @@ status route_backward(const T* logits, const IdT* ids, const G* d_weights, D* d_
   const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
   const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
   return launch(detail::route_backward_kernel<Config, T, IdT, G, D>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
-                logits, ids, d_weights, tokens, params, clip, accumulate, d_logits);
+                logits, in.noise_logits, ids, d_weights, tokens, params, clip, accumulate, d_logits);
+}
+
+//! route_backward() without noise logits.
+template <class Config, class T, class IdT, class G, class D>
+status route_backward(const T* logits, const IdT* ids, const G* d_weights, D* d_logits, std::int64_t tokens,
+                      const route_params& params = {}, float clip = 0.0f, bool accumulate = false,
+                      cudaStream_t stream = nullptr) {
+  return route_backward<Config>(route_inputs<T>{logits, nullptr}, ids, d_weights, d_logits, tokens, params, clip, accumulate, stream);
 }
 
 }  // namespace frugal::moe

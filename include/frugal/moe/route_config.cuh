@@ -83,6 +83,13 @@ struct route_params {
   const std::uint8_t* row_mask = nullptr;
 };
 
+//! Inputs of routing: logits [T, E] and, for noisy top-k, the noise network's logits [T, E].
+template <class T>
+struct route_inputs {
+  const T* logits = nullptr;
+  const T* noise_logits = nullptr;
+};
+
 //! Where routing writes. ids and weights are [T, k]; the rest optional.
 template <class IdT = std::int32_t, class WeightT = float>
 struct route_outputs {

@@ -33,14 +33,13 @@ struct loss_token {
   bool degenerate = false;
 
   template <class T>
-  loss_token(const T* row, std::int64_t token, const moe::route_params& params) {
+  loss_token(const T* row, std::int64_t, const moe::route_params& params) {
     constexpr int E = Config::experts;
     raw.resize(std::size_t(E));
     x.resize(std::size_t(E));
     for (int e = 0; e < E; ++e) {
       raw[std::size_t(e)] = real_of<R>(row[e]);
-      x[std::size_t(e)] = moe::softcap<R>(raw[std::size_t(e)], R(params.softcap));
-      if (params.noise_std != 0.0f) x[std::size_t(e)] += R(params.noise_std * moe::routing_noise(params, token, e));
+      x[std::size_t(e)] = moe::softcap<R>(raw[std::size_t(e)], R(params.softcap));  // no routing noise
     }
     if constexpr (Config::kind == moe::scoring_kind::elementwise) {
       s.resize(std::size_t(E));

@@ -28,7 +28,9 @@ expert_choice_result expert_choice(const T* logits, std::int64_t tokens, int cap
   std::vector<bool> padding(std::size_t(tokens), false);
   for (std::int64_t t = 0; t < tokens; ++t) {
     padding[std::size_t(t)] = params.row_mask && params.row_mask[t] == 0;
-    const auto x = detail::transformed_row<T, float>(logits + t * E, nullptr, t, E, params);
+    moe::route_params no_noise = params;  // expert choice scores the soft-capped logits only
+    no_noise.noise_std = 0.0f;
+    const auto x = detail::transformed_row<T, float>(logits + t * E, nullptr, t, E, no_noise);
     bool degenerate = false;
     auto s = detail::scores<Config, float>(x, degenerate);
     scores[std::size_t(t)] = s;

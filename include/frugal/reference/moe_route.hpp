@@ -214,7 +214,7 @@ std::vector<R> route_weights_of(const std::vector<R>& x_raw, const std::vector<i
 //! constants. clip > 0 clamps every element of the result to [-clip, clip].
 template <class Config, class R = double, class T, class G>
 std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, const G* d_weights, std::int64_t tokens,
-                              const moe::route_params& p, float clip = 0.0f) {
+                              const moe::route_params& p, float clip = 0.0f, const T* noise_logits = nullptr) {
   using S = typename Config::scoring;
   constexpr int E = Config::experts, K = Config::k;
   std::vector<R> dx(std::size_t(tokens) * E, R(0));
@@ -225,7 +225,10 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
     std::vector<R> x(static_cast<std::size_t>(E));
     for (int e = 0; e < E; ++e) {
       x[std::size_t(e)] = moe::softcap<R>(raw[std::size_t(e)], R(p.softcap));
-      if (p.noise_std != 0.0f) x[std::size_t(e)] += R(p.noise_std * moe::routing_noise(p, t, e));
+      if (p.noise_std != 0.0f) {
+        const float scale = noise_logits ? moe::sqrt_softplus_scoring::softplus(detail::real_of<float>(noise_logits[t * E + e])) : 1.0f;
+        x[std::size_t(e)] += R(p.noise_std * scale * moe::routing_noise(p, t, e));
+      }
     }
     bool degenerate = false;
     const auto s = detail::scores<Config>(x, degenerate);

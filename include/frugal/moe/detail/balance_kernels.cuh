@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(256) expert_counts_kernel(const IdT* __restric
 }
 
 // The per-token quantities the losses need, for one token held by a block of 128 threads:
-// transformed logits, and the "router probability" of each expert: the row softmax (row and
+// soft-capped logits (without routing noise), and the "router probability" of each expert: the row softmax (row and
 // selected softmax scorings) or the normalised score s / sum(s) (elementwise scorings).
 template <class Config>
 struct token_probabilities {
@@ -50,7 +50,7 @@ struct token_probabilities {
   bool degenerate = false;
 
   template <class T>
-  FRUGAL_DEVICE void compute(const T* row, std::int64_t token, const route_params& params,
+  FRUGAL_DEVICE void compute(const T* row, std::int64_t /*token: no noise here*/, const route_params& params,
                              block_reduce<float, balance_threads>& reduce) {
     using S = typename Config::scoring;
     constexpr int E = Config::experts;
@@ -59,7 +59,7 @@ struct token_probabilities {
     for (int i = 0; i < Items; ++i) {
       const int e = i * balance_threads + tid;
       raw[i] = e < E ? to_float(row[e]) : NAN;
-      x[i] = transformed_logit(raw[i], params, token, e, NAN);
+      x[i] = softcap(raw[i], params.softcap);  // the losses see no routing noise
     }
     stats = softmax_stats_of(x, reduce);
     if constexpr (Config::kind == scoring_kind::elementwise) {

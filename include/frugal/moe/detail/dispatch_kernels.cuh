@@ -137,7 +137,7 @@ template <class T, class OutT, int V>
 __global__ void __launch_bounds__(dispatch_threads)
     combine_kernel(const T* __restrict__ y, std::int64_t rows, int hidden, int k, std::int64_t tokens,
                    const std::int32_t* __restrict__ slot_to_row, const float* __restrict__ weights,
-                   const OutT* __restrict__ residual, OutT* __restrict__ out) {
+                   const OutT* residual, OutT* out) {  // residual may be out (in-place add)
   __shared__ std::int32_t row_of[32];
   __shared__ float weight_of[32];
   const int chunks = hidden / V;

@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
 // The host SIMT scheduler: runs a grid block by block, each block's threads as fibers, switching
 // only at rendezvous points. Every rendezvous yields to the scheduler, which resumes runnable
-// threads in linear order or, when shuffled, in a seeded random order.
+// threads in linear order or, when shuffled, in a seeded random order. A cooperative launch runs
+// every block at once, each on its own OS thread (shared memory is per OS thread), and meets them
+// at grid barriers.
 #include <frugal/host_simt/host_simt.hpp>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fiber.hpp"
@@ -56,6 +61,54 @@ struct sim_thread {
 
 }  // namespace
 
+// The rendezvous of a cooperative launch's blocks. A block that fails, or exits while others wait,
+// fails the whole grid, so no OS thread waits forever.
+struct grid_sync_state {
+  std::mutex mutex;
+  std::condition_variable changed;
+  unsigned blocks = 0;
+  unsigned arrived = 0;   // blocks waiting in the current grid barrier
+  unsigned finished = 0;  // blocks that have exited
+  unsigned long long generation = 0;
+  bool failed = false;
+  std::string error;  // the first failure
+
+  void fail_locked(const std::string& why) {
+    if (!failed) error = why;
+    failed = true;
+    changed.notify_all();
+  }
+  void fail(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mutex);
+    fail_locked(why);
+  }
+  void check_deadlock_locked(const std::string& who) {
+    if (arrived > 0 && finished > 0 && arrived + finished == blocks)
+      fail_locked("deadlock: " + std::to_string(arrived) + " block(s) wait in a grid sync that " +
+                  std::to_string(finished) + " exited block(s) never reach (" + who + ")");
+  }
+  void block_finished(const std::string& who) {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++finished;
+    check_deadlock_locked("the last to exit: block " + who);
+  }
+  // Returns false if the grid failed instead of meeting.
+  bool arrive_and_wait(const std::string& who) {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (failed) return false;
+    const unsigned long long mine = generation;
+    if (++arrived == blocks) {
+      arrived = 0;
+      ++generation;
+      changed.notify_all();
+      return true;
+    }
+    check_deadlock_locked("the last to arrive: block " + who);
+    changed.wait(lock, [&] { return generation != mine || failed; });
+    return generation != mine;
+  }
+};
+
 struct launch_state {
   kernel_body body;
   dim3 grid, block;
@@ -67,6 +120,9 @@ struct launch_state {
   unsigned live = 0;               // threads of the block that have not exited
   unsigned barrier_arrived = 0;
   unsigned barrier_true = 0;
+  const char* barrier_name = nullptr;  // the barrier the first arrival waits in
+  bool barrier_is_grid = false;
+  grid_sync_state* grid_sync = nullptr;  // cooperative launches only
   sim_thread* running = nullptr;
   fiber_context scheduler;
   bool shuffled = false;
@@ -120,6 +176,17 @@ unsigned existing_lanes(const launch_state& L, unsigned w) {
 void release_barrier_if_complete() {
   launch_state& L = *running_launch;
   if (L.barrier_arrived == 0 || L.barrier_arrived != L.live) return;
+  if (L.barrier_is_grid) {
+    // The whole block is here: this OS thread now waits for the other blocks.
+    L.barrier_is_grid = false;
+    const std::string who = describe(L.running->where.block_idx);
+    if (!L.grid_sync->arrive_and_wait(who)) {
+      L.failed = true;
+      L.error = "block " + who + ": abandoned in " + L.barrier_name + ": " + L.grid_sync->error;
+      return;
+    }
+  }
+  L.barrier_name = nullptr;
   const std::uint64_t result = (std::uint64_t(L.barrier_arrived) << 32) | L.barrier_true;
   for (auto& t : L.threads) {
     if (!t.done && t.blocked && t.waiting_mask == 0 && t.waiting_in) {
@@ -181,6 +248,8 @@ void run_block(launch_state& L, uint3 block_idx) {
   for (auto& w : L.warps) w.clear();
   L.live = unsigned(n);
   L.barrier_arrived = L.barrier_true = 0;
+  L.barrier_name = nullptr;
+  L.barrier_is_grid = false;
 
   std::vector<sim_thread*> order;
   order.reserve(n);
@@ -208,9 +277,19 @@ void run_block(launch_state& L, uint3 block_idx) {
 
 }  // namespace
 
-std::uint64_t block_barrier(int predicate, const char* name) {
+namespace {
+
+std::uint64_t barrier(int predicate, const char* name, bool grid) {
   launch_state* L = running_launch;
   if (!L || !L->running) trap((std::string(name) + " called outside a kernel").c_str());
+  if (grid && !L->grid_sync) fail(std::string(name) + " in a kernel not launched cooperatively (frugal::launch_cooperative)");
+  if (L->barrier_arrived > 0 && L->barrier_is_grid != grid)
+    fail(std::string("threads of the block meet in different barriers (") + name + " while others wait in " +
+         L->barrier_name + ")");
+  if (L->barrier_arrived == 0) {
+    L->barrier_name = name;
+    L->barrier_is_grid = grid;
+  }
   sim_thread* self = L->running;
   self->blocked = true;
   self->waiting_in = name;
@@ -221,6 +300,11 @@ std::uint64_t block_barrier(int predicate, const char* name) {
   yield_to_scheduler();
   return self->result;
 }
+
+}  // namespace
+
+std::uint64_t block_barrier(int predicate, const char* name) { return barrier(predicate, name, false); }
+void grid_barrier(const char* name) { barrier(1, name, true); }
 
 namespace {
 
@@ -364,39 +448,32 @@ void* dynamic_shared_base() {
   return L->dynamic_shared.data();
 }
 
-cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes,
-                   cudaStream_t, kernel_body body) {
-  auto reject = [](cudaError_t e, const std::string& why) {
-    last_error = why;
-    std::fprintf(stderr, "frugal host SIMT: %s\n", why.c_str());
-    return note_error(e);
-  };
+namespace {
+
+cudaError_t reject(cudaError_t e, const std::string& why) {
+  last_error = why;
+  std::fprintf(stderr, "frugal host SIMT: %s\n", why.c_str());
+  return note_error(e);
+}
+
+// Rejects a launch CUDA would not start; cudaSuccess if it is launchable.
+cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes) {
   if (running_launch) return reject(cudaErrorNotSupported, "a kernel launched from inside a kernel");
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64)
-    return reject(cudaErrorInvalidConfiguration,
-                  "block (" + std::to_string(block.x) + "," + std::to_string(block.y) + "," +
-                      std::to_string(block.z) + ") is not a valid CUDA block shape");
+    return reject(cudaErrorInvalidConfiguration, "block (" + std::to_string(block.x) + "," + std::to_string(block.y) +
+                                                     "," + std::to_string(block.z) + ") is not a valid CUDA block shape");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
     return reject(cudaErrorInvalidConfiguration, "grid dimensions are not valid");
   const std::size_t limit = dynamic_shared_limit(kernel);
   if (shared_bytes > limit)
-    return reject(cudaErrorInvalidValue,
-                  std::to_string(shared_bytes) + " bytes of dynamic shared memory exceed the " +
-                      std::to_string(limit) +
-                      " allowed for this kernel (raise it with cudaFuncSetAttribute)");
+    return reject(cudaErrorInvalidValue, std::to_string(shared_bytes) + " bytes of dynamic shared memory exceed the " +
+                                             std::to_string(limit) +
+                                             " allowed for this kernel (raise it with cudaFuncSetAttribute)");
+  return cudaSuccess;
+}
 
-  launch_state L;
-  L.body = body;
-  L.grid = grid;
-  L.block = block;
-  L.threads_per_block = unsigned(threads);
-  L.warps_per_block = (L.threads_per_block + 31) / 32;
-  L.threads.resize(threads);
-  L.warps.resize(L.warps_per_block);
-  // Fresh dynamic shared memory is filled with a pattern, not zeros, so that reading it before
-  // writing shows up as garbage, as it would on a GPU.
-  L.dynamic_shared.assign(shared_bytes + 16, 0xA5);
+schedule_choice effective_schedule() {
   schedule_choice s = chosen_schedule;
   if (!s.chosen) {
     if (const char* env = std::getenv("FRUGAL_HOST_SIMT_SHUFFLE")) {
@@ -404,21 +481,49 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared
       s.seed = std::strtoull(env, nullptr, 10);
     }
   }
-  L.shuffled = s.kind == schedule::shuffled;
-  L.rng.seed(s.seed);
+  return s;
+}
 
+// Sets up `L` for blocks of shape `block` and this OS thread's fiber stacks.
+void prepare(launch_state& L, kernel_body body, dim3 grid, dim3 block, std::size_t shared_bytes, schedule_choice s,
+             unsigned long long seed) {
+  L.body = body;
+  L.grid = grid;
+  L.block = block;
+  L.threads_per_block = block.x * block.y * block.z;
+  L.warps_per_block = (L.threads_per_block + 31) / 32;
+  L.threads.resize(L.threads_per_block);
+  L.warps.resize(L.warps_per_block);
+  // Fresh dynamic shared memory is filled with a pattern, not zeros, so that reading it before
+  // writing shows up as garbage, as it would on a GPU.
+  L.dynamic_shared.assign(shared_bytes + 16, 0xA5);
+  L.shuffled = s.kind == schedule::shuffled;
+  L.rng.seed(seed);
   const std::size_t stack_bytes = fiber_stack_bytes();
   if (stack_pool_bytes != stack_bytes) {
     stack_pool.clear();
     stack_pool_bytes = stack_bytes;
   }
-  while (stack_pool.size() < threads) stack_pool.push_back(std::make_unique<fiber_stack>(stack_bytes));
+  while (stack_pool.size() < L.threads_per_block) stack_pool.push_back(std::make_unique<fiber_stack>(stack_bytes));
+}
 
+std::vector<uint3> blocks_of(dim3 grid) {
   std::vector<uint3> blocks;
   blocks.reserve(std::size_t(grid.x) * grid.y * grid.z);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) blocks.push_back(uint3{x, y, z});
+  return blocks;
+}
+
+}  // namespace
+
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t, kernel_body body) {
+  if (const cudaError_t e = check_launch(kernel, grid, block, shared_bytes)) return e;
+  launch_state L;
+  const schedule_choice s = effective_schedule();
+  prepare(L, body, grid, block, shared_bytes, s, s.seed);
+  std::vector<uint3> blocks = blocks_of(grid);
   if (L.shuffled) std::shuffle(blocks.begin(), blocks.end(), L.rng);
 
   running_launch = &L;
@@ -428,6 +533,43 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared
   }
   running_launch = nullptr;
   if (L.failed) return reject(cudaErrorLaunchFailure, L.error);
+  return cudaSuccess;
+}
+
+cudaError_t launch_cooperative(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t,
+                               kernel_body body) {
+  if (const cudaError_t e = check_launch(kernel, grid, block, shared_bytes)) return e;
+  const unsigned threads = block.x * block.y * block.z;
+  int per_sm = 0, sms = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(threads), shared_bytes);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const unsigned long long blocks_total = 1ull * grid.x * grid.y * grid.z;
+  if (blocks_total > 1ull * per_sm * sms)
+    return reject(cudaErrorCooperativeLaunchTooLarge,
+                  "a cooperative grid of " + std::to_string(blocks_total) + " blocks exceeds the " +
+                      std::to_string(per_sm * sms) + " that can be resident at once");
+
+  grid_sync_state sync;
+  sync.blocks = unsigned(blocks_total);
+  const schedule_choice s = effective_schedule();
+  std::vector<uint3> blocks = blocks_of(grid);
+  std::vector<std::thread> workers;
+  workers.reserve(blocks.size());
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    workers.emplace_back([&, i] {
+      // Each block gets its own OS thread, fiber stacks, shared memory and schedule stream.
+      launch_state L;
+      prepare(L, body, grid, block, shared_bytes, s, s.seed * 0x9E3779B97F4A7C15ull + i);
+      L.grid_sync = &sync;
+      running_launch = &L;
+      run_block(L, blocks[i]);
+      running_launch = nullptr;
+      if (L.failed) sync.fail(L.error);
+      else sync.block_finished(describe(blocks[i]));
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (sync.failed) return reject(cudaErrorLaunchFailure, sync.error);
   return cudaSuccess;
 }
 

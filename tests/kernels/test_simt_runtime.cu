@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The execution model host SIMT mode emulates, checked the same way on the CPU and on a GPU:
 // barriers, shared memory, shuffles with widths and partial masks, votes, partial warps, exited
-// threads, atomics, dynamic shared memory, grid-stride loops, fp16/bf16. Cases that check how the
+// threads, atomics, dynamic shared memory, grid-stride loops, fp16/bf16, cooperative launches with
+// grid-wide barriers. Cases that check how the
 // emulator reports misuse (deadlocks, bad masks, a planted missing barrier) run in host SIMT only.
+#include <frugal/core/grid_sync.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/numeric.cuh>
 #include <frugal/core/shared_memory.cuh>
@@ -150,6 +152,22 @@ __global__ void half_kernel(const __half* a, const __nv_bfloat16* b, float* out)
 }
 
 }  // namespace
+
+// Rounds of: every block publishes a value, the grid meets, every block sums all published values.
+// Each block also keeps a value in its own shared memory across the barriers.
+__global__ void grid_rounds_kernel(int rounds, int* published, int* out) {
+  __shared__ int mine;
+  const int b = int(blockIdx.x), blocks = int(gridDim.x);
+  if (threadIdx.x == 0) mine = 1000 * b;
+  for (int r = 0; r < rounds; ++r) {
+    if (threadIdx.x == 0) published[r * blocks + b] = b + r;
+    frugal::grid_sync();
+    int sum = 0;
+    for (int i = int(threadIdx.x); i < blocks; i += int(blockDim.x)) sum += published[r * blocks + i];
+    sum = __reduce_add_sync(0xffffffffu, sum);  // blockDim.x == 32
+    if (threadIdx.x == 0) out[r * blocks + b] = sum + mine;
+  }
+}
 
 TEST_CASE("simt: shared-memory block reduction over several blocks") {
   const int blocks = 3, threads = 256;
@@ -321,6 +339,24 @@ TEST_CASE("simt: fp16 and bf16 in kernels") {
   for (int i = 0; i < 32; ++i) CHECK(out[i] == 0.5f * i - 1.5f * i + 0.25f * (i ^ 1));
 }
 
+TEST_CASE("simt: a cooperative launch meets every block at each grid sync") {
+  int most = 0;
+  FRUGAL_REQUIRE_OK(frugal::cooperative_grid_blocks(grid_rounds_kernel, 32, 0, most));
+  REQUIRE(most >= 1);
+  for (int blocks : {1, 3, std::min(most, 24)}) {
+    const int rounds = 4;
+    device_buffer<int> published(std::size_t(rounds) * blocks), out(std::size_t(rounds) * blocks);
+    published.fill_bytes(0xff);
+    FRUGAL_REQUIRE_OK(frugal::launch_cooperative(grid_rounds_kernel, launch_config{dim3(unsigned(blocks)), dim3(32)},
+                                                 rounds, published.data(), out.data()));
+    frugal::test::synchronize();
+    const auto got = out.download();
+    INFO("blocks " << blocks);
+    for (int r = 0; r < rounds; ++r)
+      for (int b = 0; b < blocks; ++b) REQUIRE(got[r * blocks + b] == blocks * (blocks - 1) / 2 + r * blocks + 1000 * b);
+  }
+}
+
 TEST_CASE("simt: an empty grid launches nothing and succeeds") {
   FRUGAL_REQUIRE_OK(frugal::launch(block_sum_kernel, launch_config{dim3(0), dim3(32)}, (const int*)nullptr, (int*)nullptr));
 }
@@ -356,6 +392,18 @@ __global__ void divergent_barrier_deadlock_kernel(int* out) {
 }
 
 // The planted bug: thread t reads its left neighbour's slot without a barrier after the writes.
+__global__ void grid_sync_after_exit_kernel(int* out) {
+  if (blockIdx.x == 1) return;  // block 1 never reaches the grid barrier
+  frugal::grid_sync();
+  out[blockIdx.x] = 1;
+}
+
+__global__ void mixed_barriers_kernel(int* out) {
+  if (threadIdx.x == 0) __syncthreads();
+  else frugal::grid_sync();
+  out[threadIdx.x] = 1;
+}
+
 template <bool WithBarrier>
 __global__ void neighbour_kernel(int salt, int* out) {
   __shared__ int slots[128];
@@ -423,6 +471,22 @@ TEST_CASE("simt-only: invalid launch shapes and shared memory sizes are refused"
   s = frugal::launch(block_sum_kernel, launch_config{dim3(1), dim3(32), 64 * 1024}, (const int*)out.data(), out.data());
   CHECK(s.cuda_error() == cudaErrorInvalidValue);
   CHECK(std::strstr(frugal::host_simt::last_error_message(), "cudaFuncSetAttribute") != nullptr);
+  (void)cudaGetLastError();
+}
+
+TEST_CASE("simt-only: grid sync misuse is reported, not hung") {
+  device_buffer<int> out(64);
+  require_launch_error(frugal::launch(grid_sync_after_exit_kernel, launch_config{dim3(2), dim3(32)}, out.data()),
+                       "not launched cooperatively");
+  require_launch_error(frugal::launch_cooperative(grid_sync_after_exit_kernel, launch_config{dim3(3), dim3(32)}, out.data()),
+                       "exited block(s) never reach");
+  require_launch_error(frugal::launch_cooperative(mixed_barriers_kernel, launch_config{dim3(2), dim3(32)}, out.data()),
+                       "meet in different barriers");
+  int most = 0;
+  FRUGAL_REQUIRE_OK(frugal::cooperative_grid_blocks(grid_sync_after_exit_kernel, 32, 0, most));
+  const frugal::status s =
+      frugal::launch_cooperative(grid_sync_after_exit_kernel, launch_config{dim3(unsigned(most + 1)), dim3(32)}, out.data());
+  CHECK(s.cuda_error() == cudaErrorCooperativeLaunchTooLarge);
   (void)cudaGetLastError();
 }
 

@@ -74,6 +74,12 @@ struct kernel_body {
 };
 cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes,
                    cudaStream_t stream, kernel_body body);
+// Every block at once, each on its own OS thread, meeting at grid_barrier (cooperative groups'
+// grid sync); grids larger than the emulated device holds at once are refused, as CUDA does.
+cudaError_t launch_cooperative(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes,
+                               cudaStream_t stream, kernel_body body);
+// A barrier of every thread of a cooperative launch (implies __syncthreads).
+void grid_barrier(const char* name);
 void* dynamic_shared_base();
 
 enum class warp_op : int { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // frugal::moe::plan against the reference, every output exactly, for every drop policy and
-// placement, block sizes, capacity rules, sizes that take the one-launch and the multi-launch
-// paths, one-hot experts, malformed ids; plus invariants checked without the reference.
+// placement, block sizes, capacity rules, sizes from one tile to many slots per tile (the grid
+// holds at most as many blocks as are resident at once), one-hot experts, malformed ids; plus invariants checked without the reference.
 #include <frugal/moe/plan.cuh>
 #include <frugal/reference/moe_dispatch.hpp>
 
@@ -188,7 +188,7 @@ TEST_CASE("plan: masked placement [E, capacity] for every drop policy") {
   }
 }
 
-TEST_CASE("plan: above 64K entries (six launches) equals the reference too") {
+TEST_CASE("plan: above 64K entries (many sub-tiles per block) equals the reference too") {
   plan_case c;
   c.tokens = 9001;
   c.k = 8;

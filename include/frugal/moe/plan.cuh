@@ -16,12 +16,28 @@
 #include <frugal/moe/detail/plan_kernels.cuh>
 #include <frugal/moe/dispatch_config.cuh>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
 namespace frugal::moe {
+
+namespace detail {
+// The most plan blocks resident at once on the current device. It depends only on the device, and
+// the occupancy query costs microseconds of host time a 5-microsecond plan cannot spare: cached.
+template <class Kernel>
+status plan_grid_limit(Kernel kernel, int& blocks) {
+  static std::atomic<int> cached[64] = {};  // per device; 0 = not asked yet
+  int device = 0;
+  FRUGAL_TRY(status::from_cuda(cudaGetDevice(&device)));
+  if (device >= 0 && device < 64 && (blocks = cached[device].load(std::memory_order_relaxed)) > 0) return status{};
+  FRUGAL_TRY(cooperative_grid_blocks(kernel, plan_threads, 0, blocks));
+  if (device >= 0 && device < 64) cached[device].store(blocks, std::memory_order_relaxed);
+  return status{};
+}
+}  // namespace detail
 
 //! Plans the dispatch of ids [T, k] (global expert ids; -1 = not routed here) to E experts.
 //!
@@ -33,7 +49,8 @@ namespace frugal::moe {
 //!
 //! Rules for malformed ids: an id outside [-1, E) is treated as not routed, a repeated id within
 //! a token is a separate entry; both are counted in out.id_errors. Nothing is written out of
-//! bounds. Two-phase workspace; one launch when T * k <= 65536, six otherwise; deterministic.
+//! bounds. Two-phase workspace; one cooperative launch (grid barriers between the phases, as many
+//! blocks as the device holds at once, at most one per 256 slots); deterministic.
 template <class IdT>
 status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const float* weights, std::int64_t tokens,
             int k, int experts, const plan_params& params, plan_outputs out, cudaStream_t stream = nullptr) {
@@ -65,35 +82,24 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   const std::int64_t max_rows = plan_max_rows(tokens, k, experts, params);
   if (max_rows > INT32_MAX) return status::invalid("frugal::moe::plan: the expert-major buffer would exceed int32 rows");
 
+  const auto kernel = detail::plan_kernel<IdT>;
+  int most_blocks = 0;
+  FRUGAL_TRY(detail::plan_grid_limit(kernel, most_blocks));
+
   detail::plan_problem p;
   p.tokens = tokens;
   p.k = k;
   p.experts = experts;
   p.slots = slots;
-  p.tiles = (slots + detail::plan_threads - 1) / detail::plan_threads;
   p.capacity = capacity;
   p.max_rows = max_rows;
+  p.by_priority = capacity > 0 && (params.policy == drop_policy::slot_major ||
+                                   params.policy == drop_policy::weight_priority || params.policy == drop_policy::random);
   p.params = params;
+  detail::plan_tiling(p, most_blocks);
   detail::carve_plan_workspace(workspace, p);
-
-  const dim3 block(detail::plan_threads);
-  if (slots <= detail::plan_single_block_slots)
-    return launch(detail::plan_single_block_kernel<IdT>, launch_config{dim3(1), block, 0, stream}, ids, weights, p, out);
-
-  int sms = 0;
-  FRUGAL_TRY(multiprocessor_count(sms));
-  auto grid_for = [&](std::int64_t items) {
-    const std::int64_t blocks = (items + detail::plan_threads - 1) / detail::plan_threads;
-    return dim3(unsigned(blocks < std::int64_t(sms) * 8 ? blocks : std::int64_t(sms) * 8));
-  };
-  const dim3 tile_grid(unsigned(p.tiles < std::int64_t(sms) * 4 ? p.tiles : std::int64_t(sms) * 4));
-  FRUGAL_TRY(status::from_cuda(cudaMemsetAsync(p.invalid, 0, 2 * sizeof(std::int32_t), stream)));
-  FRUGAL_TRY(launch(detail::plan_ranks_kernel<IdT>, launch_config{tile_grid, block, 0, stream}, ids, p));
-  FRUGAL_TRY(launch(detail::plan_tile_scan_kernel, launch_config{dim3(1), block, 0, stream}, p));
-  FRUGAL_TRY(launch(detail::plan_sort_kernel<IdT>, launch_config{grid_for(slots), block, 0, stream}, ids, p));
-  FRUGAL_TRY(launch(detail::plan_capacity_kernel, launch_config{dim3(unsigned(experts)), block, 0, stream}, weights, p));
-  FRUGAL_TRY(launch(detail::plan_layout_kernel, launch_config{dim3(1), block, 0, stream}, p, out));
-  return launch(detail::plan_maps_kernel<IdT>, launch_config{grid_for(slots), block, 0, stream}, ids, p, out);
+  const unsigned blocks = unsigned(p.tiles > 0 ? p.tiles : 1);
+  return launch_cooperative(kernel, launch_config{dim3(blocks), dim3(detail::plan_threads), 0, stream}, ids, weights, p, out);
 }
 
 }  // namespace frugal::moe

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// The dispatch plan as six phases over 256-slot tiles (docs/moe_dispatch.md):
-//   1 ranks      in-tile rank of every slot among its expert's slots, and the tile histogram
-//   2 tiles      per expert, exclusive scan of the tile histograms; dropless segment offsets
-//   3 sort       full rank = tile base + in-tile rank; the expert-grouped slot list (token order)
-//   4 capacity   per expert, which entries the drop policy keeps, and their rank among the kept
-//   5 layout     kept counts, padded offsets, tile experts, padding rows
+// The dispatch plan as one cooperative kernel (docs/moe_dispatch.md). Every block owns one tile
+// (a contiguous run of slots, a multiple of 256); the phases meet at grid barriers:
+//   1 ranks      each slot's rank among its tile's slots of the same expert; the tile histograms
+//   2 tiles      per expert (a warp each), exclusive scan of the tile histograms: each tile's base
+//                rank, the expert's total and kept count
+//   3 sort       only for drop policies that keep by priority: the expert-grouped slot list
+//   4 capacity   only for those policies: per expert, which entries are kept, their rank among the kept
+//   5 layout     every block scans the kept counts into its own shared row offsets; padding rows,
+//                tile experts and the offsets outputs
 //   6 maps       slot <-> row and expanded-row <-> row maps
-// Every phase is a device function over a range of work items. Large plans run them as six
-// kernels; small plans (T*k <= 64K) run all six in one block (one launch). Ranks come from
+// Dropless and token-order plans need two grid barriers, priority policies four. Ranks come from
 // counting, never from atomics' order, so every output is bitwise deterministic.
 #pragma once
 
@@ -19,6 +21,7 @@
 
 #include <frugal/core/block.cuh>
 #include <frugal/core/block_select.cuh>
+#include <frugal/core/grid_sync.cuh>
 #include <frugal/core/ordered_key.cuh>
 #include <frugal/core/philox.cuh>
 #include <frugal/core/warp.cuh>
@@ -29,108 +32,138 @@
 
 namespace frugal::moe::detail {
 
-inline constexpr int plan_threads = 256;             // threads per block = slots per tile
+inline constexpr int plan_threads = 256;  // threads per block = slots per sub-tile
 inline constexpr int plan_warps = plan_threads / 32;
 inline constexpr int plan_max_experts = 1024;
-inline constexpr std::int64_t plan_single_block_slots = 65536;
+// Two extra histogram bins count malformed ids: outside [-1, E), and repeated within a token.
+inline constexpr int plan_bins_extra = 2;
 
 // What every phase needs: the problem, the options, and the workspace arrays.
 struct plan_problem {
   std::int64_t tokens = 0;
   int k = 0;
   int experts = 0;
-  std::int64_t slots = 0;      // tokens * k
-  std::int64_t tiles = 0;      // ceil(slots / plan_threads)
-  std::int64_t capacity = 0;   // 0: unbounded
+  std::int64_t slots = 0;       // tokens * k
+  std::int64_t tile_slots = 0;  // slots per tile, a multiple of plan_threads
+  std::int64_t tiles = 0;       // ceil(slots / tile_slots)
+  std::int64_t capacity = 0;    // 0: unbounded
   std::int64_t max_rows = 0;
+  bool by_priority = false;     // a bounded capacity under slot_major, weight_priority or random
   plan_params params;
   // workspace
-  std::int32_t* tile_counts = nullptr;       // [tiles, E]: histograms, then tile bases
-  std::int32_t* rank = nullptr;              // [slots]: in-tile rank, rank, kept rank; -1 = not placed
-  std::int32_t* sorted = nullptr;            // [slots]: slots grouped by expert, token order
-  std::int32_t* totals = nullptr;            // [E] routed entries per expert
-  std::int32_t* dropless_offsets = nullptr;  // [E + 1]
-  std::int32_t* kept = nullptr;              // [E]
-  std::int32_t* row_offsets = nullptr;       // [E + 1]
-  std::int32_t* invalid = nullptr;           // [2]: ids outside [-1, E), duplicate ids within a token
+  std::int32_t* tile_counts = nullptr;  // [E + 2, tiles]: tile histograms, then tile base ranks
+  std::int32_t* rank = nullptr;         // [slots]: in-tile rank, then rank (or kept rank); -1 = not placed
+  std::int32_t* sorted = nullptr;       // [slots]: slots grouped by expert in token order (by_priority)
+  std::int32_t* totals = nullptr;       // [E + 2]: routed entries per expert, then the two id error counts
+  std::int32_t* kept = nullptr;         // [E]
 };
 
+inline std::int64_t plan_max_tiles(std::int64_t slots) { return (slots + plan_threads - 1) / plan_threads; }
+
 inline std::size_t plan_workspace_bytes(std::int64_t slots, int experts) {
-  const std::int64_t tiles = (slots + plan_threads - 1) / plan_threads;
-  const std::int64_t ints = tiles * experts + 2 * slots + experts + (experts + 1) + experts + (experts + 1) + 2;
+  const std::int64_t bins = experts + plan_bins_extra;
+  const std::int64_t ints = plan_max_tiles(slots) * bins + 2 * slots + bins + experts;
   return std::size_t(ints > 0 ? ints : 1) * sizeof(std::int32_t);
 }
 
+// One tile per block of a grid of at most `most_blocks` blocks.
+inline void plan_tiling(plan_problem& p, int most_blocks) {
+  const std::int64_t sub_tiles = plan_max_tiles(p.slots);
+  const std::int64_t per_tile = sub_tiles <= most_blocks ? 1 : (sub_tiles + most_blocks - 1) / most_blocks;
+  p.tile_slots = per_tile * plan_threads;
+  p.tiles = (p.slots + p.tile_slots - 1) / p.tile_slots;
+}
+
 inline void carve_plan_workspace(void* workspace, plan_problem& p) {
+  const std::int64_t bins = p.experts + plan_bins_extra;
   auto* w = static_cast<std::int32_t*>(workspace);
   p.tile_counts = w;
-  w += p.tiles * p.experts;
+  w += p.tiles * bins;
   p.rank = w;
   w += p.slots;
   p.sorted = w;
   w += p.slots;
   p.totals = w;
-  w += p.experts;
-  p.dropless_offsets = w;
-  w += p.experts + 1;
+  w += bins;
   p.kept = w;
-  w += p.experts;
-  p.row_offsets = w;
-  w += p.experts + 1;
-  p.invalid = w;
 }
 
-// Shared memory of the phases that need it.
+// Shared memory of the phases. `offsets` survives the grid barriers: the dropless offsets in
+// phases 3 and 4, the row offsets in phases 5 and 6.
 struct plan_shared {
-  int warp_counts[plan_warps][plan_max_experts];  // phase 1: per-warp counts of the current tile
-  int histogram[plan_max_experts];                // phase 1: the tile histogram
+  int warp_counts[plan_warps][plan_max_experts];        // phase 1: per-warp counts of the sub-tile
+  int histogram[plan_max_experts + plan_bins_extra];    // phase 1: the tile histogram so far
+  int offsets[plan_max_experts + 1];
   typename block_scan<int, plan_threads>::TempStorage scan;
   typename block_radix_select<plan_threads>::TempStorage select;
 };
 
 // ---- phase 1 ----------------------------------------------------------------------------------
 template <class IdT>
-FRUGAL_DEVICE void plan_ranks(const IdT* ids, const plan_problem& p, std::int64_t first_tile, std::int64_t tile_stride,
-                              plan_shared& sm) {
+FRUGAL_DEVICE void plan_ranks(const IdT* ids, const plan_problem& p, plan_shared& sm) {
   const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32, E = p.experts;
+  const int bins = E + plan_bins_extra;
   for (int i = tid; i < plan_warps * E; i += plan_threads) sm.warp_counts[i / E][i % E] = 0;
-  __syncthreads();
-  for (std::int64_t tile = first_tile; tile < p.tiles; tile += tile_stride) {
-    for (int e = tid; e < E; e += plan_threads) sm.histogram[e] = 0;
-    const std::int64_t s = tile * plan_threads + tid;
-    const std::int64_t id = s < p.slots ? std::int64_t(ids[s]) : -1;
-    const bool valid = id >= 0 && id < E;
-    const int e = valid ? int(id) : -1;
-    if (s < p.slots) {
-      int bad = (id < -1 || id >= E) ? 1 : 0;  // invalid id
-      int dup = 0;                             // the same expert earlier in the same token
-      const std::int64_t t = s / p.k;
-      for (std::int64_t j = t * p.k; valid && j < s; ++j) dup |= std::int64_t(ids[j]) == id;
-      if (bad) atomicAdd(&p.invalid[0], 1);
-      if (dup) atomicAdd(&p.invalid[1], 1);
-    }
-    const unsigned same = __match_any_sync(full_warp_mask, e);
-    const unsigned below = same & ((1u << lane) - 1u);
-    const bool leader = below == 0;
-    __syncthreads();  // histogram zeroed
-    if (valid && leader) {
-      sm.warp_counts[warp][e] = __popc(same);
-      atomicAdd(&sm.histogram[e], __popc(same));
-    }
+  for (std::int64_t tile = blockIdx.x; tile < p.tiles; tile += gridDim.x) {
+    for (int b = tid; b < bins; b += plan_threads) sm.histogram[b] = 0;
     __syncthreads();
-    int in_tile = __popc(below);
-    for (int w = 0; valid && w < warp; ++w) in_tile += sm.warp_counts[w][e];
-    if (s < p.slots) p.rank[s] = valid ? in_tile : -1;
-    for (int x = tid; x < E; x += plan_threads) p.tile_counts[tile * E + x] = sm.histogram[x];
-    __syncthreads();  // every read of warp_counts is done
-    if (valid && leader) sm.warp_counts[warp][e] = 0;
+    const std::int64_t first = tile * p.tile_slots;
+    for (std::int64_t base = first; base < first + p.tile_slots && base < p.slots; base += plan_threads) {
+      const std::int64_t s = base + tid;
+      const std::int64_t id = s < p.slots ? std::int64_t(ids[s]) : -1;
+      const bool valid = id >= 0 && id < E;
+      const int e = valid ? int(id) : -1;
+      if (s < p.slots) {
+        bool dup = false;  // the same expert earlier in the same token
+        for (std::int64_t j = s / p.k * p.k; valid && j < s; ++j) dup |= std::int64_t(ids[j]) == id;
+        if (id < -1 || id >= E) atomicAdd(&sm.histogram[E], 1);
+        if (dup) atomicAdd(&sm.histogram[E + 1], 1);
+      }
+      const unsigned same = __match_any_sync(full_warp_mask, e);
+      const unsigned below = same & ((1u << lane) - 1u);
+      const bool leader = below == 0;
+      if (valid && leader) sm.warp_counts[warp][e] = __popc(same);
+      __syncthreads();
+      int in_tile = valid ? sm.histogram[e] + __popc(below) : -1;
+      for (int w = 0; valid && w < warp; ++w) in_tile += sm.warp_counts[w][e];
+      if (s < p.slots) p.rank[s] = in_tile;
+      __syncthreads();  // every read of histogram and warp_counts is done
+      if (valid && leader) {
+        atomicAdd(&sm.histogram[e], sm.warp_counts[warp][e]);
+        sm.warp_counts[warp][e] = 0;
+      }
+      __syncthreads();
+    }
+    for (int b = tid; b < bins; b += plan_threads) p.tile_counts[b * p.tiles + tile] = sm.histogram[b];
+    __syncthreads();  // before the next tile clears the histogram
   }
 }
 
-// Exclusive scan over the experts of value_of(e); store(e, offset) for each; returns the total.
+// ---- phase 2: a warp per expert (and per error bin) ---------------------------------------------
+FRUGAL_DEVICE void plan_tile_scan(const plan_problem& p, int first_warp, int warp_stride) {
+  const int lane = int(threadIdx.x) % 32;
+  for (int b = first_warp; b < p.experts + plan_bins_extra; b += warp_stride) {
+    std::int32_t* counts = p.tile_counts + b * p.tiles;
+    int carry = 0;
+    for (std::int64_t base = 0; base < p.tiles; base += 32) {
+      const std::int64_t tile = base + lane;
+      const int c = tile < p.tiles ? counts[tile] : 0;
+      int total = 0;
+      const int before = warp_exclusive_sum(c, total);
+      if (tile < p.tiles) counts[tile] = carry + before;
+      carry += total;
+    }
+    if (lane == 0) {
+      p.totals[b] = carry;
+      if (b < p.experts) p.kept[b] = p.capacity > 0 && carry > p.capacity ? int(p.capacity) : carry;
+    }
+  }
+}
+
+// Exclusive scan over the experts of value_of(e) into sm.offsets[0..E]; returns the total.
 // Thread tid owns experts [tid * per, (tid + 1) * per), so offsets come out in expert order.
-template <class ValueOf, class Store>
-FRUGAL_DEVICE int scan_experts(int experts, ValueOf value_of, Store store, plan_shared& sm) {
+template <class ValueOf>
+FRUGAL_DEVICE int scan_experts(int experts, ValueOf value_of, plan_shared& sm) {
   constexpr int per = plan_max_experts / plan_threads;
   const int tid = int(threadIdx.x);
   int mine[per], sum = 0;
@@ -145,44 +178,35 @@ FRUGAL_DEVICE int scan_experts(int experts, ValueOf value_of, Store store, plan_
   FRUGAL_UNROLL
   for (int i = 0; i < per; ++i) {
     const int e = tid * per + i;
-    if (e < experts) store(e, before);
+    if (e < experts) sm.offsets[e] = before;
     before += mine[i];
   }
+  if (tid == 0) sm.offsets[experts] = total;
+  __syncthreads();
   return total;
 }
 
-// ---- phase 2: one block ------------------------------------------------------------------------
-FRUGAL_DEVICE void plan_tile_scan(const plan_problem& p, plan_shared& sm) {
-  const int tid = int(threadIdx.x), E = p.experts;
-  for (int e = tid; e < E; e += plan_threads) {
-    int running = 0;
-    for (std::int64_t tile = 0; tile < p.tiles; ++tile) {
-      const int c = p.tile_counts[tile * E + e];
-      p.tile_counts[tile * E + e] = running;
-      running += c;
-    }
-    p.totals[e] = running;
-  }
-  __syncthreads();
-  const int total = scan_experts(
-      E, [&](int e) { return p.totals[e]; }, [&](int e, int offset) { p.dropless_offsets[e] = offset; }, sm);
-  if (tid == 0) p.dropless_offsets[E] = total;
+// A slot's rank among its expert's routed slots: its tile's base plus its in-tile rank.
+FRUGAL_DEVICE int plan_full_rank(const plan_problem& p, std::int64_t s, int e, int in_tile) {
+  return p.tile_counts[e * p.tiles + s / p.tile_slots] + in_tile;
 }
 
-// ---- phase 3 ----------------------------------------------------------------------------------
+// ---- phase 3 (by_priority) ----------------------------------------------------------------------
 template <class IdT>
-FRUGAL_DEVICE void plan_sort(const IdT* ids, const plan_problem& p, std::int64_t first, std::int64_t stride) {
+FRUGAL_DEVICE void plan_sort(const IdT* ids, const plan_problem& p, plan_shared& sm, std::int64_t first,
+                             std::int64_t stride) {
+  scan_experts(p.experts, [&](int e) { return p.totals[e]; }, sm);  // dropless offsets
   for (std::int64_t s = first; s < p.slots; s += stride) {
     const int r = p.rank[s];
     if (r < 0) continue;
     const int e = int(ids[s]);
-    const int full = p.tile_counts[(s / plan_threads) * p.experts + e] + r;
+    const int full = plan_full_rank(p, s, e, r);
     p.rank[s] = full;
-    p.sorted[p.dropless_offsets[e] + full] = std::int32_t(s);
+    p.sorted[sm.offsets[e] + full] = std::int32_t(s);
   }
 }
 
-// ---- phase 4: one expert per call, the whole block ---------------------------------------------
+// ---- phase 4 (by_priority): one expert per call, the whole block ---------------------------------
 // Priority keys: larger = kept first; distinct; never 0.
 FRUGAL_DEVICE topk_key plan_priority(const plan_problem& p, const float* weights, std::int64_t s) {
   const std::uint32_t flat = std::uint32_t(s);
@@ -203,16 +227,9 @@ FRUGAL_DEVICE topk_key plan_priority(const plan_problem& p, const float* weights
 
 FRUGAL_DEVICE void plan_capacity_of(int e, const float* weights, const plan_problem& p, plan_shared& sm) {
   const int tid = int(threadIdx.x);
-  const int count = p.totals[e];
-  const std::int32_t* segment = p.sorted + p.dropless_offsets[e];
-  const bool bounded = p.capacity > 0 && count > p.capacity;
-  const int kept = bounded ? int(p.capacity) : count;
-  if (tid == 0) p.kept[e] = kept;
-  if (!bounded) return;  // ranks stay as they are
-  if (p.params.policy == drop_policy::token_order) {
-    for (int j = kept + tid; j < count; j += plan_threads) p.rank[segment[j]] = -1;
-    return;
-  }
+  const int count = p.totals[e], kept = p.kept[e];
+  if (kept == count) return;  // ranks stay as they are
+  const std::int32_t* segment = p.sorted + sm.offsets[e];
   auto key_of = [&](std::int64_t j) { return plan_priority(p, weights, segment[j]); };
   const topk_key threshold = block_radix_select<plan_threads>(sm.select).threshold(key_of, count, kept);
   // Kept entries get their rank among the kept, still in token order.
@@ -228,56 +245,51 @@ FRUGAL_DEVICE void plan_capacity_of(int e, const float* weights, const plan_prob
   }
 }
 
-// ---- phase 5: one block ------------------------------------------------------------------------
-FRUGAL_DEVICE void plan_layout(const plan_problem& p, const plan_outputs& out, plan_shared& sm) {
-  const int tid = int(threadIdx.x), E = p.experts;
+// ---- phase 5 ------------------------------------------------------------------------------------
+// Every block scans the row offsets into its shared memory; block 0 writes the offsets outputs;
+// the grid writes the padding rows and the tile experts.
+FRUGAL_DEVICE void plan_layout(const plan_problem& p, const plan_outputs& out, plan_shared& sm, int first_warp,
+                               int warp_stride, std::int64_t first, std::int64_t stride) {
+  const int tid = int(threadIdx.x), E = p.experts, lane = tid % 32;
   const bool masked = p.params.layout == placement::masked;
   const int block = p.params.block_size;
   const int total = scan_experts(
-      E, [&](int e) { return masked ? int(p.capacity) : (p.kept[e] + block - 1) / block * block; },
-      [&](int e, int offset) {
-        p.row_offsets[e] = offset;
-        if (out.offsets) out.offsets[e] = offset;
-        if (out.offsets64) out.offsets64[e] = offset;
-        if (out.counts) out.counts[e] = p.kept[e];
-        if (out.dropped) out.dropped[e] = p.totals[e] - p.kept[e];
-      },
-      sm);
-  if (tid == 0) {
-    if (out.id_errors) {
-      out.id_errors[0] = p.invalid[0];
-      out.id_errors[1] = p.invalid[1];
+      E, [&](int e) { return masked ? int(p.capacity) : (p.kept[e] + block - 1) / block * block; }, sm);
+  if (blockIdx.x == 0) {
+    for (int e = tid; e <= E; e += plan_threads) {
+      if (out.offsets) out.offsets[e] = sm.offsets[e];
+      if (out.offsets64) out.offsets64[e] = sm.offsets[e];
+      if (e == E) continue;
+      if (out.counts) out.counts[e] = p.kept[e];
+      if (out.dropped) out.dropped[e] = p.totals[e] - p.kept[e];
     }
-    p.row_offsets[E] = total;
-    if (out.offsets) out.offsets[E] = total;
-    if (out.offsets64) out.offsets64[E] = total;
-    if (out.total_rows) out.total_rows[0] = total;
+    if (tid == 0) {
+      if (out.id_errors) {
+        out.id_errors[0] = p.totals[E];
+        out.id_errors[1] = p.totals[E + 1];
+      }
+      if (out.total_rows) out.total_rows[0] = total;
+    }
   }
-  __syncthreads();
-  // Rows no entry fills: the sentinels.
+  // Rows no entry fills: the sentinels. A warp per expert for the rows after its kept entries,
+  // the grid for the rows after the last segment.
   const std::int32_t pad_slot = plan_padding_sentinel(p.tokens, p.k);
-  for (int e = 0; e < E; ++e) {
-    const std::int64_t first = std::int64_t(p.row_offsets[e]) + p.kept[e], last = p.row_offsets[e + 1];
-    for (std::int64_t r = first + tid; r < last; r += plan_threads) {
-      if (out.row_to_slot) out.row_to_slot[r] = pad_slot;
-      if (out.row_to_expanded) out.row_to_expanded[r] = -1;
-      if (out.row_to_token) out.row_to_token[r] = -1;
-    }
-  }
-  for (std::int64_t r = std::int64_t(total) + tid; r < p.max_rows; r += plan_threads) {
+  auto pad = [&](std::int64_t r) {
     if (out.row_to_slot) out.row_to_slot[r] = pad_slot;
     if (out.row_to_expanded) out.row_to_expanded[r] = -1;
     if (out.row_to_token) out.row_to_token[r] = -1;
-  }
+  };
+  for (int e = first_warp; e < E; e += warp_stride)
+    for (std::int64_t r = std::int64_t(sm.offsets[e]) + p.kept[e] + lane; r < sm.offsets[e + 1]; r += 32) pad(r);
+  for (std::int64_t r = std::int64_t(total) + first; r < p.max_rows; r += stride) pad(r);
   if (out.tile_experts && !masked) {
-    const std::int64_t tiles = p.max_rows / block;
-    for (std::int64_t t = tid; t < tiles; t += plan_threads) {
+    for (std::int64_t t = first; t < p.max_rows / block; t += stride) {
       // the expert whose segment holds row t * block (segments are whole tiles)
       const std::int64_t row = t * block;
-      int lo = 0, hi = E;  // last e with row_offsets[e] <= row
+      int lo = 0, hi = E;  // last e with offsets[e] <= row
       while (hi - lo > 1) {
         const int mid = (lo + hi) / 2;
-        if (p.row_offsets[mid] <= row) lo = mid;
+        if (sm.offsets[mid] <= row) lo = mid;
         else hi = mid;
       }
       out.tile_experts[t] = row < total ? lo : -1;
@@ -285,14 +297,19 @@ FRUGAL_DEVICE void plan_layout(const plan_problem& p, const plan_outputs& out, p
   }
 }
 
-// ---- phase 6 ----------------------------------------------------------------------------------
+// ---- phase 6 ------------------------------------------------------------------------------------
 template <class IdT>
-FRUGAL_DEVICE void plan_maps(const IdT* ids, const plan_problem& p, const plan_outputs& out, std::int64_t first,
-                             std::int64_t stride) {
+FRUGAL_DEVICE void plan_maps(const IdT* ids, const plan_problem& p, const plan_outputs& out, const plan_shared& sm,
+                             std::int64_t first, std::int64_t stride) {
   for (std::int64_t s = first; s < p.slots; s += stride) {
-    const int r = p.rank[s];
+    int r = p.rank[s];
+    const int e = r >= 0 ? int(ids[s]) : -1;
+    if (r >= 0 && !p.by_priority) {  // token order: the first `capacity` ranks are kept
+      r = plan_full_rank(p, s, e, r);
+      if (p.capacity > 0 && r >= p.capacity) r = -1;
+    }
     const std::int64_t expanded = (s % p.k) * p.tokens + s / p.k;
-    const std::int32_t row = r >= 0 ? p.row_offsets[int(ids[s])] + r : -1;
+    const std::int32_t row = r >= 0 ? sm.offsets[e] + r : -1;
     if (out.slot_to_row) out.slot_to_row[s] = row;
     if (out.expanded_to_row) out.expanded_to_row[expanded] = row;
     if (row >= 0) {
@@ -303,60 +320,30 @@ FRUGAL_DEVICE void plan_maps(const IdT* ids, const plan_problem& p, const plan_o
   }
 }
 
-// ---- kernels ------------------------------------------------------------------------------------
+// ---- the kernel ---------------------------------------------------------------------------------
+// Launched cooperatively with one block per tile (p.tiles blocks, at least one).
 template <class IdT>
 __global__ void __launch_bounds__(plan_threads, 1)
-    plan_single_block_kernel(const IdT* __restrict__ ids, const float* __restrict__ weights, plan_problem p, plan_outputs out) {
+    plan_kernel(const IdT* __restrict__ ids, const float* __restrict__ weights, plan_problem p, plan_outputs out) {
   __shared__ plan_shared sm;
-  if (threadIdx.x < 2) p.invalid[threadIdx.x] = 0;
-  __syncthreads();
-  plan_ranks(ids, p, 0, 1, sm);
-  __syncthreads();
-  plan_tile_scan(p, sm);
-  __syncthreads();
-  plan_sort(ids, p, threadIdx.x, plan_threads);
-  __syncthreads();
-  for (int e = 0; e < p.experts; ++e) {
-    plan_capacity_of(e, weights, p, sm);
-    __syncthreads();
+  const int first_warp = int(blockIdx.x) * plan_warps + int(threadIdx.x) / 32, warp_stride = int(gridDim.x) * plan_warps;
+  const std::int64_t first = std::int64_t(blockIdx.x) * plan_threads + threadIdx.x;
+  const std::int64_t stride = std::int64_t(gridDim.x) * plan_threads;
+  plan_ranks(ids, p, sm);
+  grid_sync();
+  plan_tile_scan(p, first_warp, warp_stride);
+  grid_sync();
+  if (p.by_priority) {
+    plan_sort(ids, p, sm, first, stride);
+    grid_sync();
+    for (int e = int(blockIdx.x); e < p.experts; e += int(gridDim.x)) {
+      plan_capacity_of(e, weights, p, sm);
+      __syncthreads();
+    }
+    grid_sync();
   }
-  plan_layout(p, out, sm);
-  __syncthreads();
-  plan_maps(ids, p, out, threadIdx.x, plan_threads);
-}
-
-template <class IdT>
-__global__ void __launch_bounds__(plan_threads, 1) plan_ranks_kernel(const IdT* __restrict__ ids, plan_problem p) {
-  __shared__ plan_shared sm;
-  plan_ranks(ids, p, blockIdx.x, gridDim.x, sm);
-}
-
-__global__ void __launch_bounds__(plan_threads, 1) plan_tile_scan_kernel(plan_problem p) {
-  __shared__ plan_shared sm;
-  plan_tile_scan(p, sm);
-}
-
-template <class IdT>
-__global__ void __launch_bounds__(plan_threads) plan_sort_kernel(const IdT* __restrict__ ids, plan_problem p) {
-  plan_sort(ids, p, std::int64_t(blockIdx.x) * plan_threads + threadIdx.x, std::int64_t(gridDim.x) * plan_threads);
-}
-
-__global__ void __launch_bounds__(plan_threads, 1) plan_capacity_kernel(const float* __restrict__ weights, plan_problem p) {
-  __shared__ plan_shared sm;
-  for (int e = blockIdx.x; e < p.experts; e += gridDim.x) {
-    plan_capacity_of(e, weights, p, sm);
-    __syncthreads();
-  }
-}
-
-__global__ void __launch_bounds__(plan_threads, 1) plan_layout_kernel(plan_problem p, plan_outputs out) {
-  __shared__ plan_shared sm;
-  plan_layout(p, out, sm);
-}
-
-template <class IdT>
-__global__ void __launch_bounds__(plan_threads) plan_maps_kernel(const IdT* __restrict__ ids, plan_problem p, plan_outputs out) {
-  plan_maps(ids, p, out, std::int64_t(blockIdx.x) * plan_threads + threadIdx.x, std::int64_t(gridDim.x) * plan_threads);
+  plan_layout(p, out, sm, first_warp, warp_stride, first, stride);
+  plan_maps(ids, p, out, sm, first, stride);
 }
 
 }  // namespace frugal::moe::detail

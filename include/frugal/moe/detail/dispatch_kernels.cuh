@@ -24,6 +24,7 @@
 namespace frugal::moe::detail {
 
 inline constexpr int dispatch_threads = 128;
+inline constexpr int dispatch_unroll = 4;  // 16-byte chunks per thread in flight in a row copy
 inline constexpr float fp8_e4m3_max = 448.0f;
 
 // The token a row gathers from, or -1 (padding, or a slot outside [0, T*k)).
@@ -43,19 +44,27 @@ __global__ void __launch_bounds__(dispatch_threads)
     const float scale = slot_scale && token >= 0 ? slot_scale[row_to_slot[row]] : 1.0f;
     const T* src = x + (token >= 0 ? token : 0) * hidden;
     T* dst = out + row * hidden;
-    for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
-      vector<T, V> v;
-      if (token >= 0) {
-        v = load_vector<V>(src + c * V);
-        if (slot_scale) {
+    // dispatch_unroll chunks per thread per round: all loads issue before any store, so each
+    // thread keeps several 16-byte loads in flight (a row copy is bound by memory latency).
+    for (int c0 = int(threadIdx.x); c0 < chunks; c0 += dispatch_unroll * dispatch_threads) {
+      vector<T, V> v[dispatch_unroll];
+      FRUGAL_UNROLL
+      for (int u = 0; u < dispatch_unroll; ++u) {
+        const int c = c0 + u * dispatch_threads;
+        if (token >= 0 && c < chunks) v[u] = load_vector<V>(src + c * V);
+        else
           FRUGAL_UNROLL
-          for (int j = 0; j < V; ++j) v[j] = from_float<T>(scale * to_float(v[j]));
-        }
-      } else {
-        FRUGAL_UNROLL
-        for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
+          for (int j = 0; j < V; ++j) v[u][j] = from_float<T>(0.0f);
       }
-      store_vector(dst + c * V, v);
+      FRUGAL_UNROLL
+      for (int u = 0; u < dispatch_unroll; ++u) {
+        const int c = c0 + u * dispatch_threads;
+        if (c >= chunks) break;
+        if (slot_scale && token >= 0)
+          FRUGAL_UNROLL
+          for (int j = 0; j < V; ++j) v[u][j] = from_float<T>(scale * to_float(v[u][j]));
+        store_vector(dst + c * V, v[u]);
+      }
     }
   }
 }
@@ -153,13 +162,22 @@ __global__ void __launch_bounds__(dispatch_threads)
       float acc[V];
       FRUGAL_UNROLL
       for (int j = 0; j < V; ++j) acc[j] = 0.0f;
-      for (int slot = 0; slot < k; ++slot) {
-        const std::int32_t r = row_of[slot];
-        if (r < 0) continue;
-        const float w = weight_of[slot];
-        const auto v = load_vector<V>(y + std::int64_t(r) * hidden + c * V);
+      // dispatch_unroll slots' loads issue before their multiply-adds (latency, as in permute);
+      // the multiply-adds stay in slot order.
+      for (int slot0 = 0; slot0 < k; slot0 += dispatch_unroll) {
+        vector<T, V> v[dispatch_unroll];
         FRUGAL_UNROLL
-        for (int j = 0; j < V; ++j) acc[j] = fmaf(w, to_float(v[j]), acc[j]);
+        for (int u = 0; u < dispatch_unroll; ++u) {
+          const std::int32_t r = slot0 + u < k ? row_of[slot0 + u] : -1;
+          if (r >= 0) v[u] = load_vector<V>(y + std::int64_t(r) * hidden + c * V);
+        }
+        FRUGAL_UNROLL
+        for (int u = 0; u < dispatch_unroll; ++u) {
+          if (slot0 + u >= k || row_of[slot0 + u] < 0) continue;
+          const float w = weight_of[slot0 + u];
+          FRUGAL_UNROLL
+          for (int j = 0; j < V; ++j) acc[j] = fmaf(w, to_float(v[u][j]), acc[j]);
+        }
       }
       if (residual) {
         float res[V];

@@ -50,7 +50,7 @@ void BM_route(benchmark::State& state) {
 
 void token_counts(benchmark::internal::Benchmark* b, int deepseek) {
   b->ArgNames({"tokens", "deepseek"});
-  for (std::int64_t t : {1, 64, 256, 4096, 16384, 65536}) b->Args({t, deepseek});
+  for (std::int64_t t : {1, 64, 256, 4096, 16384, 65536, 262144}) b->Args({t, deepseek});
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 

@@ -42,7 +42,7 @@ def main():
     results = []
     for name, (fn, needs_bias) in gates.items():
         compiled = torch.compile(fn)
-        for tokens in (1, 64, 256, 4096, 16384, 65536):
+        for tokens in (1, 64, 256, 4096, 16384, 65536, 262144):
             nbytes = tokens * 256 * 2
             copies = rotation_count(nbytes)
             inputs = [torch.randn(tokens, 256, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]

@@ -60,10 +60,13 @@ TEST_CASE("route: DeepSeek-V3 gate (sigmoid, bias, 8 groups, top-4 groups by top
   c.params.renormalize = true;
   c.params.routed_scaling = 2.5f;
   c.tokens = 200;
+  // fp32 logits: 2 chunks of 4 experts per lane, a group spans 8 lanes; bf16: 1 chunk of 8, 4 lanes.
   all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(c, 1000);
+  all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>, __nv_bfloat16>(c, 1050);
   // Without the bias the automatic group score is the group max.
   c.params.selection_bias = nullptr;
   all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(c, 1100);
+  all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>, __nv_bfloat16>(c, 1150);
 }
 
 TEST_CASE("route: group-limited shapes (non-power-of-two groups, 32 groups, small E, explicit rules)") {

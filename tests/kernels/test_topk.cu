@@ -6,7 +6,9 @@
 #include <frugal/topk/device_topk.cuh>
 #include <frugal/topk/warp_topk.cuh>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstring>
 #include <limits>
 
@@ -136,6 +138,56 @@ void sweep(pattern p, std::int64_t rows, unsigned long long seed) {
 }
 
 }  // namespace
+
+// Each thread sorts its own N keys with warp_topk's sorting network.
+template <int N>
+__global__ void sort_network_kernel(const frugal::topk_key* in, frugal::topk_key* out, int arrays) {
+  const int a = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (a >= arrays) return;
+  frugal::topk_key keys[N];
+  for (int i = 0; i < N; ++i) keys[i] = in[a * N + i];
+  frugal::detail::sort_keys_descending(keys);
+  for (int i = 0; i < N; ++i) out[a * N + i] = keys[i];
+}
+
+template <int N>
+void check_sort_network(unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  // Every 0-1 sequence when there are at most 4096 (the 0-1 principle: then it sorts anything),
+  // plus random distinct keys.
+  const int binary = N <= 12 ? 1 << N : 0, random = 512, arrays = binary + random;
+  std::vector<frugal::topk_key> in(std::size_t(arrays) * N);
+  for (int a = 0; a < binary; ++a)
+    for (int i = 0; i < N; ++i) in[std::size_t(a) * N + i] = (a >> i) & 1 ? 2 : 1;
+  for (int a = binary; a < arrays; ++a)
+    for (int i = 0; i < N; ++i) in[std::size_t(a) * N + i] = rng() % 3 == 0 ? frugal::empty_topk_key : rng() | 1;
+  frugal::test::device_buffer<frugal::topk_key> d_in(in), d_out(in.size());
+  FRUGAL_REQUIRE_OK(frugal::launch(sort_network_kernel<N>, frugal::launch_config{dim3(unsigned(arrays + 127) / 128), dim3(128)},
+                                   d_in.data(), d_out.data(), arrays));
+  frugal::test::synchronize();
+  const auto out = d_out.download();
+  for (int a = 0; a < arrays; ++a) {
+    std::vector<frugal::topk_key> want(in.begin() + std::ptrdiff_t(a) * N, in.begin() + std::ptrdiff_t(a + 1) * N);
+    std::sort(want.begin(), want.end(), std::greater<frugal::topk_key>());
+    const std::vector<frugal::topk_key> got(out.begin() + std::ptrdiff_t(a) * N, out.begin() + std::ptrdiff_t(a + 1) * N);
+    INFO("N " << N << " array " << a);
+    REQUIRE(got == want);
+  }
+}
+
+TEST_CASE("warp_topk: the per-lane sorting network sorts every size it is used at") {
+  check_sort_network<1>(11);
+  check_sort_network<2>(12);
+  check_sort_network<3>(13);
+  check_sort_network<5>(14);
+  check_sort_network<6>(15);
+  check_sort_network<7>(16);
+  check_sort_network<8>(17);
+  check_sort_network<12>(18);
+  check_sort_network<16>(19);
+  check_sort_network<28>(20);
+  check_sort_network<32>(21);
+}
 
 TEST_CASE("warp_topk: every ItemsPerLane, partial rows, k beyond the row") {
   check_warp_topk<1>(1, 1);

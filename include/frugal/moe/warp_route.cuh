@@ -157,31 +157,58 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   unsigned kept_groups = ~0u;
   if constexpr (G > 1) {
     const bool top2 = group_uses_top2<Config::group_rule>(params.selection_bias) && EPG >= 2;
-    float g1[G], g2[G];
-    FRUGAL_UNROLL
-    for (int g = 0; g < G; ++g) g1[g] = g2[g] = -INFINITY;
-    FRUGAL_UNROLL
-    for (int i = 0; i < Items; ++i) {
-      const int e = expert_of(i), group = e / EPG;
-      const float gv = e < E ? group_input(v[i]) : -INFINITY;
+    constexpr int Chunks = Items / V, L = EPG / V;
+    // Segmented: every chunk's V experts lie in one group and a group spans L aligned lanes of a
+    // chunk (DeepSeek-V3: E = 256, 8 groups, bf16: V = 8, L = 4). Then a group's top 2 is a
+    // butterfly over its L lanes, and its key sits in the segment's first lane.
+    constexpr bool segmented = EPG % V == 0 && L <= W && (L & (L - 1)) == 0 && (W * V) % EPG == 0;
+    constexpr int GroupKeys = segmented ? Chunks : 1;
+    topk_key group_keys[GroupKeys];
+    if constexpr (segmented) {
       FRUGAL_UNROLL
-      for (int g = 0; g < G; ++g)
-        if (group == g) merge_top2(g1[g], g2[g], gv, -INFINITY);
-    }
-    float mine = -INFINITY;
-    FRUGAL_UNROLL
-    for (int g = 0; g < G; ++g) {
-      float a1 = g1[g], a2 = g2[g];
-      FRUGAL_UNROLL
-      for (int offset = W / 2; offset > 0; offset /= 2) {
-        const float b1 = shfl_xor<W>(a1, offset);
-        const float b2 = top2 ? shfl_xor<W>(a2, offset) : -INFINITY;
-        merge_top2(a1, a2, b1, b2);
+      for (int c = 0; c < Chunks; ++c) {
+        float a1 = -INFINITY, a2 = -INFINITY;
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j)
+          merge_top2(a1, a2, expert_of(c * V + j) < E ? group_input(v[c * V + j]) : -INFINITY, -INFINITY);
+        FRUGAL_UNROLL
+        for (int offset = L / 2; offset > 0; offset /= 2) {
+          const float b1 = shfl_xor<W>(a1, offset);
+          const float b2 = top2 ? shfl_xor<W>(a2, offset) : -INFINITY;
+          merge_top2(a1, a2, b1, b2);
+        }
+        const int first = expert_of(c * V);
+        group_keys[c] = lane % L == 0 && first < E ? make_topk_key(top2 ? a1 + a2 : a1, std::uint32_t(first / EPG))
+                                                   : empty_topk_key;
       }
-      if (lane == g) mine = top2 ? a1 + a2 : a1;
+    } else {
+      // General layouts: each lane folds its items into per-group top 2s; a butterfly per group.
+      float g1[G], g2[G];
+      FRUGAL_UNROLL
+      for (int g = 0; g < G; ++g) g1[g] = g2[g] = -INFINITY;
+      FRUGAL_UNROLL
+      for (int i = 0; i < Items; ++i) {
+        const int e = expert_of(i), group = e / EPG;
+        const float gv = e < E ? group_input(v[i]) : -INFINITY;
+        FRUGAL_UNROLL
+        for (int g = 0; g < G; ++g)
+          if (group == g) merge_top2(g1[g], g2[g], gv, -INFINITY);
+      }
+      float mine = -INFINITY;
+      FRUGAL_UNROLL
+      for (int g = 0; g < G; ++g) {
+        float a1 = g1[g], a2 = g2[g];
+        FRUGAL_UNROLL
+        for (int offset = W / 2; offset > 0; offset /= 2) {
+          const float b1 = shfl_xor<W>(a1, offset);
+          const float b2 = top2 ? shfl_xor<W>(a2, offset) : -INFINITY;
+          merge_top2(a1, a2, b1, b2);
+        }
+        if (lane == g) mine = top2 ? a1 + a2 : a1;
+      }
+      group_keys[0] = lane < G ? make_topk_key(mine, std::uint32_t(lane)) : empty_topk_key;
     }
-    topk_key group_key[1] = {lane < G ? make_topk_key(mine, std::uint32_t(lane)) : empty_topk_key};
-    const topk_key kept = warp_topk<1, W>(group_key, Config::topk_groups);
+    const topk_key kept = warp_topk<GroupKeys, W>(group_keys, Config::topk_groups);
     const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
     kept_groups = warp_allreduce<W>(bit, detail::bit_or{});
   }

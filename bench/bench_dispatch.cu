@@ -60,8 +60,10 @@ void BM_plan(benchmark::State& state) {
   state.SetLabel("one cooperative launch");
 }
 
-template <bool Combine>
-void BM_permute_combine(benchmark::State& state) {
+enum class move_kind { permute_scatter, permute_gather, combine };
+
+template <move_kind Kind>
+void BM_move(benchmark::State& state) {
   if (!frugal::bench::require_device(state)) return;
   const std::int64_t tokens = state.range(0);
   const int k = int(state.range(1)), hidden = int(state.range(2)), experts = 64;
@@ -79,10 +81,12 @@ void BM_permute_combine(benchmark::State& state) {
   cudaMemset(weights.ptr, 0x3e, std::size_t(rows) * 4);
   const double moved = double(tokens) * hidden * 2 + double(rows) * hidden * 2;
   frugal::bench::time_launches(state, nullptr, moved, [&](int) {
-    if (Combine)
+    if (Kind == move_kind::combine)
       return frugal::moe::combine(permuted.ptr, rows, hidden, k, tokens, slot_to_row.ptr, weights.ptr,
                                   static_cast<const __nv_bfloat16*>(nullptr), x.ptr).ok();
-    return frugal::moe::permute(x.ptr, tokens, hidden, k, row_to_slot.ptr, rows, permuted.ptr).ok();
+    // scatter: each token row read once (the inverse map); gather: each row reads its token
+    const std::int32_t* forward = Kind == move_kind::permute_scatter ? slot_to_row.ptr : nullptr;
+    return frugal::moe::permute(x.ptr, tokens, hidden, k, row_to_slot.ptr, forward, rows, permuted.ptr).ok();
   });
 }
 
@@ -106,5 +110,6 @@ void move_shapes(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_plan)->Name("dispatch/plan")->Apply(plan_shapes);
-BENCHMARK(BM_permute_combine<false>)->Name("dispatch/permute_bf16")->Apply(move_shapes);
-BENCHMARK(BM_permute_combine<true>)->Name("dispatch/combine_bf16")->Apply(move_shapes);
+BENCHMARK(BM_move<move_kind::permute_scatter>)->Name("dispatch/permute_bf16")->Apply(move_shapes);
+BENCHMARK(BM_move<move_kind::permute_gather>)->Name("dispatch/permute_gather_bf16")->Apply(move_shapes);
+BENCHMARK(BM_move<move_kind::combine>)->Name("dispatch/combine_bf16")->Apply(move_shapes);

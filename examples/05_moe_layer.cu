@@ -116,7 +116,8 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
     check(frugal::moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), tokens, K, E, plan_params, plan_out), "plan");
   });
   time.run("permute", [&] {
-    check(frugal::moe::permute(d_x.data(), tokens, hidden, K, d_row_to_slot.data(), rows, d_permuted.data()), "permute");
+    check(frugal::moe::permute(d_x.data(), tokens, hidden, K, d_row_to_slot.data(), d_slot_to_row.data(), rows, d_permuted.data()),
+          "permute");
   });
   auto grid_of = [](std::int64_t n) { return dim3(unsigned((n + 255) / 256)); };
   time.run("ffn", [&] {

@@ -70,8 +70,13 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
   test::device_buffer<T> d_x(x), d_perm(std::size_t(l.rows) * hidden), d_y(std::size_t(l.rows) * hidden);
   test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row);
   test::device_buffer<float> d_weights(weights);
+  // Scatter (each token read once, with the inverse map) and gather (each row reads its token).
+  test::device_buffer<T> d_perm_gather(std::size_t(l.rows) * hidden);
   d_perm.fill_bytes(0x7f);
-  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), l.rows, d_perm.data()));
+  d_perm_gather.fill_bytes(0x7f);
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), d_slot_to_row.data(), l.rows, d_perm.data()));
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), (const std::int32_t*)nullptr, l.rows,
+                                 d_perm_gather.data()));
 
   // "expert outputs": some function of the permuted rows, here fresh random values
   const auto y = random_rows<T>(l.rows, hidden, rng);
@@ -89,10 +94,15 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
   test::device_buffer<float> d_dw(static_cast<std::size_t>(tokens * k));
   FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(),
                                           d_row_to_slot.data(), d_weights.data(), d_dy.data(), d_dw.data()));
+  test::device_buffer<T> d_dy_gather(std::size_t(l.rows) * hidden);  // d_y without the forward map
+  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), l.rows, hidden, k, tokens, (const std::int32_t*)nullptr,
+                                          d_row_to_slot.data(), d_weights.data(), d_dy_gather.data(), (float*)nullptr));
   FRUGAL_REQUIRE_OK(moe::permute_backward(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_dx.data()));
   test::synchronize();
 
-  CHECK(same_bits(d_perm.download(), reference::permute(x.data(), tokens, hidden, k, l.plan.row_to_slot)));
+  const auto perm_ref = reference::permute(x.data(), tokens, hidden, k, l.plan.row_to_slot);
+  CHECK(same_bits(d_perm.download(), perm_ref));
+  CHECK(same_bits(d_perm_gather.download(), perm_ref));
   CHECK(same_bits(d_out.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
                                                        weights.data(), residual.data())));
   CHECK(same_bits(d_out_plain.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
@@ -107,6 +117,7 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
       dy_ref[std::size_t(row * hidden + h)] = from_float<T>(weights[std::size_t(s)] * to_float(d_out_grad[std::size_t((s / k) * hidden + h)]));
   }
   CHECK(same_bits(d_dy.download(), dy_ref));
+  CHECK(same_bits(d_dy_gather.download(), dy_ref));
   const auto dw = d_dw.download();
   const auto dw_ref = reference::combine_weight_grad(d_out_grad.data(), y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data());
   CHECK(std::memcmp(dw.data(), dw_ref.data(), dw.size() * sizeof(float)) == 0);
@@ -123,18 +134,23 @@ void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned lo
   if (tokens > 1)
     for (int h = 0; h < hidden; ++h) x[std::size_t(hidden + h)] = from_float<T>(0.0f);  // an all-zero token: scale 1
   test::device_buffer<T> d_x(x);
-  test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot);
-  test::device_buffer<__nv_fp8_e4m3> d_q(std::size_t(l.rows) * hidden);
-  test::device_buffer<float> d_scales(std::size_t(l.rows) * (per_128 ? hidden / 128 : 1));
-  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), l.rows, d_q.data(), d_scales.data(),
-                                     per_128 ? moe::fp8_scaling::per_128 : moe::fp8_scaling::per_token));
+  test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row);
+  test::device_buffer<__nv_fp8_e4m3> d_q(std::size_t(l.rows) * hidden), d_q_gather(std::size_t(l.rows) * hidden);
+  test::device_buffer<float> d_scales(std::size_t(l.rows) * (per_128 ? hidden / 128 : 1)), d_scales_gather(d_scales.size());
+  const auto scaling = per_128 ? moe::fp8_scaling::per_128 : moe::fp8_scaling::per_token;
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), d_slot_to_row.data(), l.rows, d_q.data(),
+                                     d_scales.data(), scaling));
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), (const std::int32_t*)nullptr, l.rows,
+                                     d_q_gather.data(), d_scales_gather.data(), scaling));
   test::synchronize();
   std::vector<unsigned char> q_ref;
   std::vector<float> s_ref;
   reference::permute_fp8(x.data(), tokens, hidden, k, l.plan.row_to_slot, per_128, q_ref, s_ref);
-  const auto q = d_q.download();
+  const auto q = d_q.download(), q_gather = d_q_gather.download();
   CHECK(std::memcmp(q.data(), q_ref.data(), q_ref.size()) == 0);
+  CHECK(std::memcmp(q_gather.data(), q_ref.data(), q_ref.size()) == 0);
   CHECK(d_scales.download() == s_ref);
+  CHECK(d_scales_gather.download() == s_ref);
   // and the quantisation is accurate: |dequantised - x| <= 1/16 relative (e4m3 has 3 mantissa bits)
   for (std::int64_t row = 0; row < l.rows; ++row) {
     const std::int64_t s = l.plan.row_to_slot[std::size_t(row)];
@@ -183,18 +199,18 @@ TEST_CASE("permute_fp8: per-token and per-128 scales, bit for bit") {
 TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)") {
   test::device_buffer<__nv_bfloat16> x(64 * 16), out(64 * 16);
   test::device_buffer<std::int32_t> map(64);
-  auto s = moe::permute(x.data(), 4, 12, 2, map.data(), 8, out.data());
+  auto s = moe::permute(x.data(), 4, 12, 2, map.data(), map.data(), 8, out.data());
   CHECK(s.code() == errc::invalid_argument);
   CHECK(std::strstr(s.message(), "multiple of 16 / sizeof(T)") != nullptr);
-  s = moe::permute(x.data() + 1, 4, 16, 2, map.data(), 8, out.data());
+  s = moe::permute(x.data() + 1, 4, 16, 2, map.data(), map.data(), 8, out.data());
   CHECK(s.code() == errc::misaligned);
   s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, (const float*)nullptr, (float*)nullptr);
   CHECK(s.code() == errc::invalid_argument);
   test::device_buffer<__nv_fp8_e4m3> q(64 * 16);
   test::device_buffer<float> scales(64);
-  s = moe::permute_fp8(x.data(), 4, 64, 2, map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128);
+  s = moe::permute_fp8(x.data(), 4, 64, 2, map.data(), map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128);
   CHECK(std::strstr(s.message(), "multiple of 128") != nullptr);
-  s = moe::permute(x.data(), 4, 16, 33, map.data(), 8, out.data());
+  s = moe::permute(x.data(), 4, 16, 33, map.data(), map.data(), 8, out.data());
   CHECK(s.code() == errc::invalid_argument);
-  FRUGAL_REQUIRE_OK(moe::permute(x.data(), 4, 16, 2, map.data(), 0, out.data()));  // no rows: nothing to do
+  FRUGAL_REQUIRE_OK(moe::permute(x.data(), 4, 16, 2, map.data(), map.data(), 0, out.data()));  // no rows: nothing to do
 }

@@ -52,7 +52,7 @@ status permute_backward(const T* d_permuted, std::int64_t rows, int hidden, int 
 
 //! Backward of combine, given d out [T, hidden]:
 //!  - d_y [rows, hidden] = w[slot(row)] * d_out[token(row)], zeros for padding rows
-//!    (row_to_slot from the plan); nullptr to skip;
+//!    (row_to_slot from the plan; with slot_to_row each d_out row is read once); nullptr to skip;
 //!  - d_weights [T, k] = <d_out[t], y[slot_to_row[t*k + j]]> (0 for slots without a row), fp32,
 //!    a fixed-order butterfly sum; nullptr to skip.
 //! The residual's gradient is d_out itself.
@@ -69,11 +69,12 @@ status combine_backward(const T* d_out, const T* y, std::int64_t rows, int hidde
     if (!row_to_slot || !weights || (!d_out && tokens > 0))
       return status::invalid("frugal::moe::combine_backward: d_y needs d_out, row_to_slot and weights");
     if (rows > 0) {
+      // With slot_to_row each d_out row is read once and written, scaled, to its k rows.
       dim3 grid;
-      FRUGAL_TRY(detail::row_grid(rows, grid));
+      FRUGAL_TRY(detail::row_grid(slot_to_row && tokens > rows ? tokens : rows, grid));
       FRUGAL_TRY(launch(detail::permute_kernel<T, detail::dispatch_vector<T>>,
-                        launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, tokens, hidden, k, row_to_slot, rows,
-                        weights, d_y));
+                        launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, tokens, hidden, k, row_to_slot,
+                        slot_to_row, rows, weights, d_y));
     }
   }
   if (d_weights && tokens > 0) {

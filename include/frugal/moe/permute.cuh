@@ -26,9 +26,14 @@ namespace frugal::moe {
 //! [0, T*k)) are written as zeros. T = float, __half or __nv_bfloat16; hidden a multiple of
 //! 16 / sizeof(T); x and out 16-byte aligned. For a GEMM that gathers its own rows, skip this and
 //! use plan_outputs::row_to_token. One launch; bandwidth-bound.
+//!
+//! slot_to_row (plan_outputs::slot_to_row, the inverse map) is optional and makes it faster:
+//! each token row is then read once and written to its k rows (HBM traffic T*H + rows*H instead
+//! of up to 2*rows*H when the k re-reads of a token miss L2). Without it every row gathers its
+//! token. Both give the same bits.
 template <class T>
-status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot, std::int64_t rows, T* out,
-               cudaStream_t stream = nullptr) {
+status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot, const std::int32_t* slot_to_row,
+               std::int64_t rows, T* out, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::permute: T must be float, __half or __nv_bfloat16");
   if (tokens < 0 || rows < 0 || k < 1 || k > 32)
     return status::invalid("frugal::moe::permute: tokens and rows must be >= 0, k in [1, 32]");
@@ -37,9 +42,9 @@ status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::in
   if (rows == 0) return status{};
   if (!row_to_slot || !out || (!x && tokens > 0)) return status::invalid("frugal::moe::permute: null pointer");
   dim3 grid;
-  FRUGAL_TRY(detail::row_grid(rows, grid));
+  FRUGAL_TRY(detail::row_grid(slot_to_row && tokens > rows ? tokens : rows, grid));
   return launch(detail::permute_kernel<T, detail::dispatch_vector<T>>, launch_config{grid, dim3(detail::dispatch_threads), 0, stream},
-                x, tokens, hidden, k, row_to_slot, rows, static_cast<const float*>(nullptr), out);
+                x, tokens, hidden, k, row_to_slot, slot_to_row, rows, static_cast<const float*>(nullptr), out);
 }
 
 //! How permute_fp8 scales.
@@ -51,9 +56,11 @@ enum class fp8_scaling {
 //! permute() with fp8 e4m3 output in the same pass: q = x / s saturated to +-448, rounded to
 //! nearest even, s = amax / 448 (1 for an all-zero group); padding rows are zeros with scale 1.
 //! scales: float [rows] (per_token) or [rows, hidden / 128] (per_128; hidden a multiple of 128).
+//! slot_to_row is optional, as for permute (then each token is read and quantised once).
 template <class T>
-status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot, std::int64_t rows,
-                   __nv_fp8_e4m3* out, float* scales, fp8_scaling scaling = fp8_scaling::per_token, cudaStream_t stream = nullptr) {
+status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot,
+                   const std::int32_t* slot_to_row, std::int64_t rows, __nv_fp8_e4m3* out, float* scales,
+                   fp8_scaling scaling = fp8_scaling::per_token, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::permute_fp8: T must be float, __half or __nv_bfloat16");
   if (tokens < 0 || rows < 0 || k < 1 || k > 32)
     return status::invalid("frugal::moe::permute_fp8: tokens and rows must be >= 0, k in [1, 32]");
@@ -64,12 +71,12 @@ status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std
   if (rows == 0) return status{};
   if (!row_to_slot || !out || !scales || (!x && tokens > 0)) return status::invalid("frugal::moe::permute_fp8: null pointer");
   dim3 grid;
-  FRUGAL_TRY(detail::row_grid(rows, grid));
+  FRUGAL_TRY(detail::row_grid(slot_to_row && tokens > rows ? tokens : rows, grid));
   constexpr int V = detail::dispatch_vector<T>;
   const launch_config config{grid, dim3(detail::dispatch_threads), 0, stream};
   if (scaling == fp8_scaling::per_128)
-    return launch(detail::permute_fp8_kernel<T, V, 128>, config, x, tokens, hidden, k, row_to_slot, rows, out, scales);
-  return launch(detail::permute_fp8_kernel<T, V, 0>, config, x, tokens, hidden, k, row_to_slot, rows, out, scales);
+    return launch(detail::permute_fp8_kernel<T, V, 128>, config, x, tokens, hidden, k, row_to_slot, slot_to_row, rows, out, scales);
+  return launch(detail::permute_fp8_kernel<T, V, 0>, config, x, tokens, hidden, k, row_to_slot, slot_to_row, rows, out, scales);
 }
 
 }  // namespace frugal::moe

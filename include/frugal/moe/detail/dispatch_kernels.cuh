@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Kernels that move token rows to the expert-major buffer and back (frugal/moe/permute.cuh,
-// frugal/moe/combine.cuh). One 128-thread block per row, 16-byte vector accesses, fp32
+// frugal/moe/combine.cuh). One 128-thread block per source row, 16-byte vector accesses, fp32
 // arithmetic with explicit fused multiply-adds in a fixed order (so the host reference
 // reproduces every bit).
 #pragma once
@@ -33,17 +33,68 @@ FRUGAL_DEVICE std::int64_t source_token(const std::int32_t* row_to_slot, std::in
   return s >= 0 && s < tokens * k ? s / k : -1;
 }
 
-// out[row] = scale * x[token(row)] (0 for padding rows). scale = slot_scale[slot] when given.
+// The rows one source row is written to, staged in shared memory: a token's k rows (scatter: the
+// token row is read once) or the single row that gathers it. row -1: nothing to write.
+struct row_targets {
+  std::int32_t row[32];
+  float scale[32];
+};
+
+// Runs body(src, targets, count) once per source row: every token with its k rows when the
+// forward map slot_to_row is given, then the padding rows (no slot writes them) with src null;
+// otherwise every row with the token that row_to_slot names. The block stages the targets.
+template <class T, class Body>
+FRUGAL_DEVICE void for_each_source(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot,
+                                   const std::int32_t* slot_to_row, std::int64_t rows, const float* slot_scale,
+                                   row_targets& targets, Body body) {
+  const unsigned tid = threadIdx.x;
+  if (slot_to_row) {
+    for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+      if (tid < unsigned(k)) {
+        const std::int64_t s = t * k + tid;
+        const std::int32_t r = slot_to_row[s];
+        targets.row[tid] = r >= 0 && r < rows ? r : -1;  // dropped or out of range: no row
+        targets.scale[tid] = slot_scale ? slot_scale[s] : 1.0f;
+      }
+      __syncthreads();
+      body(x + t * hidden, targets, k);
+      __syncthreads();  // the targets are rewritten for the next token
+    }
+    for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+      if (source_token(row_to_slot, row, tokens, k) >= 0) continue;  // a token wrote it
+      if (tid == 0) {
+        targets.row[0] = std::int32_t(row);
+        targets.scale[0] = 1.0f;
+      }
+      __syncthreads();
+      body(static_cast<const T*>(nullptr), targets, 1);
+      __syncthreads();
+    }
+  } else {
+    for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+      const std::int64_t token = source_token(row_to_slot, row, tokens, k);
+      if (tid == 0) {
+        targets.row[0] = std::int32_t(row);
+        targets.scale[0] = slot_scale && token >= 0 ? slot_scale[row_to_slot[row]] : 1.0f;
+      }
+      __syncthreads();
+      body(token >= 0 ? x + token * hidden : nullptr, targets, 1);
+      __syncthreads();
+    }
+  }
+}
+
+// out[target] = scale * src for each target (zeros when src is null). scale = slot_scale[slot]
+// when given (combine_backward's d_y), applied per target.
 template <class T, int V>
 __global__ void __launch_bounds__(dispatch_threads)
     permute_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
-                   std::int64_t rows, const float* __restrict__ slot_scale, T* __restrict__ out) {
+                   const std::int32_t* __restrict__ slot_to_row, std::int64_t rows, const float* __restrict__ slot_scale,
+                   T* __restrict__ out) {
+  __shared__ row_targets targets;
   const int chunks = hidden / V;
-  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const std::int64_t token = source_token(row_to_slot, row, tokens, k);
-    const float scale = slot_scale && token >= 0 ? slot_scale[row_to_slot[row]] : 1.0f;
-    const T* src = x + (token >= 0 ? token : 0) * hidden;
-    T* dst = out + row * hidden;
+  for_each_source(x, tokens, hidden, k, row_to_slot, slot_to_row, rows, slot_scale, targets,
+                  [&](const T* src, const row_targets& to, int count) {
     // dispatch_unroll chunks per thread per round: all loads issue before any store, so each
     // thread keeps several 16-byte loads in flight (a row copy is bound by memory latency).
     for (int c0 = int(threadIdx.x); c0 < chunks; c0 += dispatch_unroll * dispatch_threads) {
@@ -51,35 +102,41 @@ __global__ void __launch_bounds__(dispatch_threads)
       FRUGAL_UNROLL
       for (int u = 0; u < dispatch_unroll; ++u) {
         const int c = c0 + u * dispatch_threads;
-        if (token >= 0 && c < chunks) v[u] = load_vector<V>(src + c * V);
+        if (src && c < chunks) v[u] = load_vector<V>(src + c * V);
         else
           FRUGAL_UNROLL
           for (int j = 0; j < V; ++j) v[u][j] = from_float<T>(0.0f);
       }
-      FRUGAL_UNROLL
-      for (int u = 0; u < dispatch_unroll; ++u) {
-        const int c = c0 + u * dispatch_threads;
-        if (c >= chunks) break;
-        if (slot_scale && token >= 0)
-          FRUGAL_UNROLL
-          for (int j = 0; j < V; ++j) v[u][j] = from_float<T>(scale * to_float(v[u][j]));
-        store_vector(dst + c * V, v[u]);
+      for (int d = 0; d < count; ++d) {
+        const std::int32_t row = to.row[d];
+        if (row < 0) continue;
+        const float scale = to.scale[d];
+        FRUGAL_UNROLL
+        for (int u = 0; u < dispatch_unroll; ++u) {
+          const int c = c0 + u * dispatch_threads;
+          if (c >= chunks) break;
+          vector<T, V> w = v[u];
+          if (slot_scale && src)
+            FRUGAL_UNROLL
+            for (int j = 0; j < V; ++j) w[j] = from_float<T>(scale * to_float(w[j]));
+          store_vector(out + std::int64_t(row) * hidden + c * V, w);
+        }
       }
     }
-  }
+  });
 }
 
 // fp8 e4m3 with one scale per row (Group = 0) or per Group elements: q = x / s, s = amax / 448
 // (1 when amax is 0), saturated to +-448, round to nearest even.
 template <class T, int V>
-FRUGAL_DEVICE void quantize_chunk(const vector<T, V>& v, float inv_scale, __nv_fp8_e4m3* dst) {
+FRUGAL_DEVICE vector<unsigned char, V> quantize_chunk(const vector<T, V>& v, float inv_scale) {
   vector<unsigned char, V> q;
   FRUGAL_UNROLL
   for (int j = 0; j < V; ++j) {
     const __nv_fp8_e4m3 f(to_float(v[j]) * inv_scale);
     q[j] = f.__x;
   }
-  store_vector(reinterpret_cast<unsigned char*>(dst), q);
+  return q;
 }
 
 FRUGAL_DEVICE float fp8_scale_of(float amax) { return amax > 0.0f ? amax / fp8_e4m3_max : 1.0f; }
@@ -87,31 +144,37 @@ FRUGAL_DEVICE float fp8_scale_of(float amax) { return amax > 0.0f ? amax / fp8_e
 template <class T, int V, int Group>
 __global__ void __launch_bounds__(dispatch_threads)
     permute_fp8_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
-                       std::int64_t rows, __nv_fp8_e4m3* __restrict__ out, float* __restrict__ scales) {
+                       const std::int32_t* __restrict__ slot_to_row, std::int64_t rows, __nv_fp8_e4m3* __restrict__ out,
+                       float* __restrict__ scales) {
   __shared__ typename block_reduce<float, dispatch_threads>::TempStorage storage;
+  __shared__ row_targets targets;
   const int chunks = hidden / V;
-  for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const std::int64_t token = source_token(row_to_slot, row, tokens, k);
-    const T* src = x + (token >= 0 ? token : 0) * hidden;
-    __nv_fp8_e4m3* dst = out + row * hidden;
+  auto quantized_row = [&](std::int32_t row) { return reinterpret_cast<unsigned char*>(out + std::int64_t(row) * hidden); };
+  auto zeros = [] {
+    vector<T, V> v;
+    FRUGAL_UNROLL
+    for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
+    return v;
+  };
+  for_each_source(x, tokens, hidden, k, row_to_slot, slot_to_row, rows, static_cast<const float*>(nullptr), targets,
+                  [&](const T* src, const row_targets& to, int count) {
     if constexpr (Group == 0) {
-      // One scale per row: amax over the row, then quantize (the row is read twice, from L2).
+      // One scale per row: amax over the source row, then quantize (read twice, from L2).
       float amax = 0.0f;
-      for (int c = int(threadIdx.x); token >= 0 && c < chunks; c += dispatch_threads) {
+      for (int c = int(threadIdx.x); src && c < chunks; c += dispatch_threads) {
         const auto v = load_vector<V>(src + c * V);
         FRUGAL_UNROLL
         for (int j = 0; j < V; ++j) amax = fmaxf(amax, fabsf(to_float(v[j])));
       }
       amax = block_reduce<float, dispatch_threads>(storage).max(amax);
       const float scale = fp8_scale_of(amax);
-      if (threadIdx.x == 0) scales[row] = scale;
+      if (threadIdx.x == 0)
+        for (int d = 0; d < count; ++d)
+          if (to.row[d] >= 0) scales[to.row[d]] = scale;
       for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
-        vector<T, V> v;
-        if (token >= 0) v = load_vector<V>(src + c * V);
-        else
-          FRUGAL_UNROLL
-          for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
-        quantize_chunk(v, 1.0f / scale, dst + c * V);
+        const auto q = quantize_chunk(src ? load_vector<V>(src + c * V) : zeros(), 1.0f / scale);
+        for (int d = 0; d < count; ++d)
+          if (to.row[d] >= 0) store_vector(quantized_row(to.row[d]) + c * V, q);
       }
     } else {
       // One scale per Group elements: Group / V lanes share a group, reduce amax among themselves.
@@ -123,22 +186,23 @@ __global__ void __launch_bounds__(dispatch_threads)
       const int rounded = (chunks + dispatch_threads - 1) / dispatch_threads * dispatch_threads;
       for (int c = int(threadIdx.x); c < rounded; c += dispatch_threads) {
         const bool in_row = c < chunks;
-        vector<T, V> v;
-        FRUGAL_UNROLL
-        for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
-        if (in_row && token >= 0) v = load_vector<V>(src + c * V);
+        const vector<T, V> v = in_row && src ? load_vector<V>(src + c * V) : zeros();
         float amax = 0.0f;
         FRUGAL_UNROLL
         for (int j = 0; j < V; ++j) amax = fmaxf(amax, fabsf(to_float(v[j])));
         amax = warp_max<lanes_per_group>(amax);
         const float scale = fp8_scale_of(amax);
-        if (in_row) {
-          quantize_chunk(v, 1.0f / scale, dst + c * V);
-          if (c % lanes_per_group == 0) scales[row * (hidden / Group) + c / lanes_per_group] = scale;
+        if (!in_row) continue;
+        const auto q = quantize_chunk(v, 1.0f / scale);
+        for (int d = 0; d < count; ++d) {
+          const std::int32_t row = to.row[d];
+          if (row < 0) continue;
+          store_vector(quantized_row(row) + c * V, q);
+          if (c % lanes_per_group == 0) scales[std::int64_t(row) * (hidden / Group) + c / lanes_per_group] = scale;
         }
       }
     }
-  }
+  });
 }
 
 // out[t] = residual[t] + sum_j w[t, j] * y[row(t, j)], j in order, fp32 fused multiply-adds.

@@ -2,8 +2,9 @@
 # cmake -D REPORT_DIR=<dir> -D OUTPUT=<file> -P ptxas_report.cmake
 # Builds a table (kernel, arch, registers, shared memory, stack, spills) from the ptxas lines that
 # cmake/ptxas-report saved for every object frugal compiled with nvcc, writes it to OUTPUT and
-# prints it. Fails if a kernel spills outside a target allowed to (frugal_cuda_flags ALLOW_SPILLS)
-# or if no report exists (the nvcc build did not run).
+# prints it. Fails if a kernel spills or keeps a stack frame (local memory: an array indexed at
+# run time, a loop the compiler did not unroll) outside a target allowed to (frugal_cuda_flags
+# ALLOW_SPILLS), or if no report exists (the nvcc build did not run).
 file(GLOB reports "${REPORT_DIR}/*.o.txt" "${REPORT_DIR}/*.obj.txt")
 if(NOT reports)
   message(FATAL_ERROR "no ptxas reports in ${REPORT_DIR}: build frugal's nvcc targets first")
@@ -42,7 +43,7 @@ foreach(report IN LISTS reports)
       endif()
       string(APPEND table "${arch}\tregs ${regs}\tsmem ${smem}\tstack ${stack}\tspill bytes ${spills}\t${name}\t[${object}]\n")
       math(EXPR kernels "${kernels} + 1")
-      if(spills GREATER 0)
+      if(spills GREATER 0 OR stack GREATER 0)
         set(ok FALSE)
         foreach(a IN LISTS allowed)
           string(REGEX REPLACE ":.*" "" target "${a}")
@@ -64,5 +65,5 @@ if(allowed)
   message("targets allowed to spill:\n${allowed}")
 endif()
 if(bad)
-  message(FATAL_ERROR "kernels that spill registers without an allowance:\n${bad}")
+  message(FATAL_ERROR "kernels that spill registers or use a stack frame without an allowance:\n${bad}")
 endif()

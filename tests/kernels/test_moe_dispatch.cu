@@ -6,6 +6,7 @@
 #include <frugal/moe/plan.cuh>
 #include <frugal/reference/moe_dispatch.hpp>
 
+#include <climits>
 #include <cstring>
 #include <set>
 
@@ -212,5 +213,12 @@ TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)")
   CHECK(std::strstr(s.message(), "multiple of 128") != nullptr);
   s = moe::permute(x.data(), 4, 16, 33, map.data(), map.data(), 8, out.data());
   CHECK(s.code() == errc::invalid_argument);
+  // T * k beyond int32 slots, and a T so large that T * k would overflow int64: refused, not wrapped
+  for (std::int64_t huge : {std::int64_t(INT32_MAX), std::int64_t(INT64_MAX / 4)}) {
+    s = moe::permute(x.data(), huge, 16, 8, map.data(), map.data(), 8, out.data());
+    CHECK(std::strstr(s.message(), "at most INT32_MAX") != nullptr);
+    s = moe::combine(x.data(), 8, 16, 8, huge, map.data(), nullptr, (const __nv_bfloat16*)nullptr, out.data());
+    CHECK(std::strstr(s.message(), "at most INT32_MAX") != nullptr);
+  }
   FRUGAL_REQUIRE_OK(moe::permute(x.data(), 4, 16, 2, map.data(), map.data(), 0, out.data()));  // no rows: nothing to do
 }

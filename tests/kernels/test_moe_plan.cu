@@ -5,6 +5,7 @@
 #include <frugal/moe/plan.cuh>
 #include <frugal/reference/moe_dispatch.hpp>
 
+#include <climits>
 #include <cstring>
 #include <set>
 #include <string>
@@ -254,6 +255,8 @@ TEST_CASE("plan: invalid arguments are refused with a message") {
   p.layout = moe::placement::masked;
   p.capacity = 4;
   expect(p, 2, 8, "masked placement needs a drop policy");
+  const auto huge = moe::plan(ws.data(), bytes, ids.data(), nullptr, INT64_MAX / 4, 8, 8, moe::plan_params{}, {});
+  CHECK(std::strstr(huge.message(), "tokens * k is too large") != nullptr);  // no int64 overflow on the way
   std::size_t small = 4;
   const auto s = moe::plan(ws.data(), small, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, {});
   CHECK(std::strstr(s.message(), "workspace_bytes") != nullptr);

@@ -30,8 +30,8 @@ template <class T, class OutT>
 status combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t tokens, const std::int32_t* slot_to_row,
                const float* weights, const OutT* residual, OutT* out, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T> && is_io_float_v<OutT>, "frugal::moe::combine: element types must be float, __half or __nv_bfloat16");
-  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
-    return status::invalid("frugal::moe::combine: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_counts("frugal::moe::combine: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX",
+                                   tokens, rows, k));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::combine: y, residual and out must be 16-byte aligned", hidden, {y, residual, out}));
   if (tokens == 0) return status{};
@@ -61,8 +61,8 @@ status combine_backward(const T* d_out, const T* y, std::int64_t rows, int hidde
                         const std::int32_t* slot_to_row, const std::int32_t* row_to_slot, const float* weights, T* d_y,
                         float* d_weights, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::combine_backward: T must be float, __half or __nv_bfloat16");
-  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
-    return status::invalid("frugal::moe::combine_backward: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_counts("frugal::moe::combine_backward: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX",
+                                   tokens, rows, k));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine_backward: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::combine_backward: d_out, y and d_y must be 16-byte aligned", hidden, {d_out, y, d_y}));
   if (d_y) {

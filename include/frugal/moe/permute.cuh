@@ -35,8 +35,8 @@ template <class T>
 status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot, const std::int32_t* slot_to_row,
                std::int64_t rows, T* out, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::permute: T must be float, __half or __nv_bfloat16");
-  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
-    return status::invalid("frugal::moe::permute: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_counts("frugal::moe::permute: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX",
+                                   tokens, rows, k));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::permute: x and out must be 16-byte aligned", hidden, {x, out}));
   if (rows == 0) return status{};
@@ -62,8 +62,8 @@ status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std
                    const std::int32_t* slot_to_row, std::int64_t rows, __nv_fp8_e4m3* out, float* scales,
                    fp8_scaling scaling = fp8_scaling::per_token, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::permute_fp8: T must be float, __half or __nv_bfloat16");
-  if (tokens < 0 || rows < 0 || k < 1 || k > 32)
-    return status::invalid("frugal::moe::permute_fp8: tokens and rows must be >= 0, k in [1, 32]");
+  FRUGAL_TRY(detail::check_counts("frugal::moe::permute_fp8: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX",
+                                   tokens, rows, k));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute_fp8: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::permute_fp8: x and out must be 16-byte aligned", hidden, {x, out}));
   if (scaling == fp8_scaling::per_128 && hidden % 128 != 0)

@@ -59,7 +59,8 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   if (tokens < 0) return status::invalid("frugal::moe::plan: tokens must be >= 0");
   if (k < 1 || k > 32) return status::invalid("frugal::moe::plan: k must be in [1, 32]");
   if (experts < 1 || experts > detail::plan_max_experts) return status::invalid("frugal::moe::plan: experts must be in [1, 1024]");
-  if (tokens * k > std::int64_t(INT32_MAX) / 2) return status::invalid("frugal::moe::plan: tokens * k is too large for int32 rows");
+  // (tokens is compared after dividing, so tokens * k itself cannot overflow)
+  if (tokens > std::int64_t(INT32_MAX) / 2 / k) return status::invalid("frugal::moe::plan: tokens * k is too large for int32 rows");
   const std::int64_t slots = tokens * k;
   if (workspace == nullptr) {
     workspace_bytes = detail::plan_workspace_bytes(slots, experts);

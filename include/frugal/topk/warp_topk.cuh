@@ -7,6 +7,9 @@
 #include <frugal/core/ordered_key.cuh>
 #include <frugal/core/warp.cuh>
 
+#include <cstddef>
+#include <utility>
+
 namespace frugal {
 
 //! Most values one warp selects from (32 lanes x 32 items).
@@ -18,39 +21,74 @@ inline constexpr int warp_topk_max_k = 32;
 
 namespace detail {
 
-// Sorts keys in descending order with Batcher's odd-even merge network: compile-time indices
-// only, so the keys stay in registers. Comparators that would touch the padding up to a power of
-// two are dropped (padding is smaller than every key and never moves).
 FRUGAL_HOST_DEVICE constexpr int ceil_log2(int n) {
   int l = 0;
   while ((1 << l) < n) ++l;
   return l;
 }
 
-template <int N>
-FRUGAL_DEVICE void sort_keys_descending(topk_key (&a)[N]) {
-  constexpr int levels = ceil_log2(N);
-  constexpr int P2 = 1 << levels;
-  FRUGAL_UNROLL
-  for (int lp = 0; lp < levels; ++lp) {
-    FRUGAL_UNROLL
+// One compare-exchange of a sorting network: keys[lo] gets the larger key.
+struct network_pair {
+  int lo, hi;
+};
+
+// Batcher's odd-even merge network for n keys: the network for the next power of two with the
+// comparators that touch the padding dropped (padding is smaller than every key and never
+// moves). Writes the pairs to `out` unless it is null; returns how many there are.
+FRUGAL_HOST_DEVICE constexpr int merge_network_pairs(int n, network_pair* out) {
+  const int levels = ceil_log2(n), padded = 1 << levels;
+  int count = 0;
+  for (int lp = 0; lp < levels; ++lp)
     for (int lk = lp; lk >= 0; --lk) {
       const int p = 1 << lp, d = 1 << lk;
-      FRUGAL_UNROLL
-      for (int j = d % p; j + d < P2; j += 2 * d) {
-        FRUGAL_UNROLL
+      for (int j = d % p; j + d < padded; j += 2 * d)
         for (int i = 0; i < d; ++i) {
           const int lo = i + j, hi = i + j + d;
-          if (hi < N && lo / (2 * p) == hi / (2 * p)) {
-            const topk_key x = a[lo], y = a[hi];
-            const bool swap = y > x;
-            a[lo] = swap ? y : x;
-            a[hi] = swap ? x : y;
+          if (hi < n && lo / (2 * p) == hi / (2 * p)) {
+            if (out) out[count] = network_pair{lo, hi};
+            ++count;
           }
         }
-      }
     }
-  }
+  return count;
+}
+
+// The network as a compile-time table, so every index below is a template argument and the
+// keys stay in registers (loops over it, even with unroll pragmas, are not always unrolled
+// beyond 8 keys, and an array indexed at run time lives in local memory).
+template <int N>
+struct merge_network {
+  static constexpr int size = merge_network_pairs(N, nullptr);
+  network_pair pairs[size > 0 ? size : 1];
+  FRUGAL_HOST_DEVICE constexpr merge_network() : pairs{} { merge_network_pairs(N, pairs); }
+};
+template <int N>
+inline constexpr merge_network<N> merge_network_v{};
+
+template <int Lo, int Hi, int N>
+FRUGAL_DEVICE void compare_exchange(topk_key (&a)[N]) {
+  const topk_key x = a[Lo], y = a[Hi];
+  const bool swap = y > x;
+  a[Lo] = swap ? y : x;
+  a[Hi] = swap ? x : y;
+}
+
+template <int N, std::size_t... P>
+FRUGAL_DEVICE void apply_merge_network(topk_key (&a)[N], std::index_sequence<P...>) {
+  (compare_exchange<merge_network_v<N>.pairs[P].lo, merge_network_v<N>.pairs[P].hi>(a), ...);
+}
+
+// a[i] = a[i + 1], the last key emptied: a lane's sorted keys after it gave away its first.
+template <int N, std::size_t... Index>
+FRUGAL_DEVICE void shift_keys_down(topk_key (&a)[N], std::index_sequence<Index...>) {
+  ((a[Index] = a[Index + 1]), ...);
+  a[N - 1] = empty_topk_key;
+}
+
+// Sorts keys in descending order (Batcher's odd-even merge network, 19 comparators for 8 keys).
+template <int N>
+FRUGAL_DEVICE void sort_keys_descending(topk_key (&a)[N]) {
+  apply_merge_network(a, std::make_index_sequence<std::size_t(merge_network<N>::size)>{});
 }
 
 // The largest key of the logical warp, in every lane. A full warp on sm_80 and later (and in host
@@ -99,11 +137,7 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
     if (lane == rank) mine = winner;
     // Fewer than k keys: the winner is empty and every lane "pops" an empty key, which changes
     // nothing that matters (empty keys stay last).
-    if (items[0] == winner) {
-      FRUGAL_UNROLL
-      for (int i = 0; i + 1 < ItemsPerLane; ++i) items[i] = items[i + 1];
-      items[ItemsPerLane - 1] = empty_topk_key;
-    }
+    if (items[0] == winner) detail::shift_keys_down(items, std::make_index_sequence<std::size_t(ItemsPerLane - 1)>{});
   }
   return mine;
 }

@@ -6,6 +6,7 @@
 #include <frugal/core/launch.cuh>
 #include <frugal/core/vector_io.cuh>
 
+#include <climits>
 #include <cstdint>
 
 namespace frugal::moe::detail {
@@ -19,6 +20,12 @@ status check_rows(const char* who_hidden, const char* who_aligned, int hidden, s
   if (hidden < 1 || hidden % dispatch_vector<T> != 0) return status::invalid(who_hidden);
   for (const void* p : pointers)
     if (p && !is_aligned(p, 16)) return status::misaligned(who_aligned);
+  return status{};
+}
+
+// Sizes: slots t*k and rows are int32 in the maps, so both must fit (checked without overflow).
+inline status check_counts(const char* message, std::int64_t tokens, std::int64_t rows, int k) {
+  if (tokens < 0 || rows < 0 || k < 1 || k > 32 || tokens > INT32_MAX / k || rows > INT32_MAX) return status::invalid(message);
   return status{};
 }
 

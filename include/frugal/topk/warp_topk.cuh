@@ -115,17 +115,31 @@ FRUGAL_DEVICE topk_key warp_max_key(topk_key key) {
 //! ranks beyond the number of non-empty keys. Requires k <= Width; every lane of the warp must
 //! call it with the same k. `items` is consumed (its contents afterwards are unspecified).
 //!
-//! Algorithm: each lane sorts its items (a sorting network, registers only); then k rounds, each
-//! a warp max of the lanes' first items (two redux.sync on a full warp from sm_80, a butterfly
-//! otherwise). Keys are distinct, so exactly one lane owns the winner; it shifts its items down.
-//! Cost per round: the reduction and ItemsPerLane - 1 register moves, instead of a rescan.
+//! Algorithm: k rounds, each a warp max of the lanes' best keys (two redux.sync on a full warp
+//! from sm_80, a butterfly otherwise). Keys are distinct, so exactly one lane owns the winner and
+//! refills its best key. The refill is a register shift when the lane sorted its keys first (a
+//! sorting network, registers only) or a rescan of its keys otherwise; the sort is chosen when
+//! k rounds of rescans would cost more than sorting once (k >= 3 for 8 keys per lane, k >= 8
+//! for 32).
 template <int ItemsPerLane, int Width = 32>
 FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
   static_assert(ItemsPerLane >= 1 && ItemsPerLane * 32 <= warp_topk_max_items,
                 "frugal::warp_topk: ItemsPerLane must be in [1, 32] (at most 1024 values per warp)");
   FRUGAL_CHECK_LOGICAL_WARP(Width);
   const int lane = int(lane_index()) % Width;
-  detail::sort_keys_descending(items);
+  // About 6 instructions per comparator, once, against about 5 per key more in every rescan
+  // than in a shift. k is the same in every lane, so the choice is too.
+  constexpr int sort_cost = 6 * detail::merge_network<ItemsPerLane>::size;
+  const bool sorted = k * 5 * ItemsPerLane > sort_cost;
+  topk_key best;
+  if (sorted) {
+    detail::sort_keys_descending(items);
+    best = items[0];
+  } else {
+    best = items[0];
+    FRUGAL_UNROLL
+    for (int i = 1; i < ItemsPerLane; ++i) best = items[i] > best ? items[i] : best;
+  }
 
   topk_key mine = empty_topk_key;
   // Rounds stay a loop: unrolling k rounds multiplies code size (and compile time) by k.
@@ -133,11 +147,23 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
 #pragma unroll 1
 #endif
   for (int rank = 0; rank < k; ++rank) {
-    const topk_key winner = detail::warp_max_key<Width>(items[0]);
+    const topk_key winner = detail::warp_max_key<Width>(best);
     if (lane == rank) mine = winner;
-    // Fewer than k keys: the winner is empty and every lane "pops" an empty key, which changes
-    // nothing that matters (empty keys stay last).
-    if (items[0] == winner) detail::shift_keys_down(items, std::make_index_sequence<std::size_t(ItemsPerLane - 1)>{});
+    // Fewer than k keys: the winner is empty and every lane "refills" an empty best, which
+    // changes nothing that matters (empty keys stay last).
+    if (best == winner) {
+      if (sorted) {
+        detail::shift_keys_down(items, std::make_index_sequence<std::size_t(ItemsPerLane - 1)>{});
+        best = items[0];
+      } else {
+        best = empty_topk_key;
+        FRUGAL_UNROLL
+        for (int i = 0; i < ItemsPerLane; ++i) {
+          items[i] = items[i] == winner ? empty_topk_key : items[i];
+          best = items[i] > best ? items[i] : best;
+        }
+      }
+    }
   }
   return mine;
 }

@@ -204,6 +204,51 @@ TEST_CASE("plan: above 64K entries (many sub-tiles per block) equals the referen
   check_plan((c.pattern = ids_pattern::with_gaps, c), 402);
 }
 
+#if !defined(FRUGAL_HOST_SIMT)
+// CUDA graphs (how vLLM and SGLang run decode steps): the plan is a cooperative launch, and a
+// captured plan must replay to the same bits as a direct call. GPU only (host SIMT has no graphs).
+TEST_CASE("plan: captured in a CUDA graph, replays bit for bit") {
+  FRUGAL_SEEDED_RNG(rng, 700);
+  const std::int64_t tokens = 4096;
+  const int k = 8, experts = 256;
+  moe::plan_params params;
+  params.block_size = 64;
+  const auto ids = make_ids(ids_pattern::skewed, tokens, k, experts, rng);
+  const std::int64_t rows = moe::plan_max_rows(tokens, k, experts, params);
+  test::device_buffer<std::int32_t> d_ids(ids), direct(rows), replayed(rows), offsets(experts + 1);
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), (const float*)nullptr, tokens, k, experts, params, {}));
+  test::device_buffer<unsigned char> workspace(bytes);
+  moe::plan_outputs out;
+  out.row_to_slot = direct.data();
+  out.offsets = offsets.data();
+  FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), (const float*)nullptr, tokens, k, experts, params, out));
+  test::synchronize();
+
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  out.row_to_slot = replayed.data();
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  const frugal::status captured = moe::plan(workspace.data(), bytes, d_ids.data(), (const float*)nullptr, tokens, k, experts, params,
+                                            out, stream);
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  FRUGAL_REQUIRE_OK(captured);
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  for (int replay = 0; replay < 3; ++replay) {
+    replayed.fill_bytes(0x7f);
+    test::synchronize();  // the memset runs on the legacy stream, the graph on `stream`
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(replayed.download() == direct.download());
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+#endif
+
 TEST_CASE("plan: an absurd capacity factor behaves as keep-all (no overflow of the row arithmetic)") {
   plan_case c;
   c.tokens = 1024;

@@ -202,6 +202,16 @@ TEST_CASE("plan: above 64K entries (many sub-tiles per block) equals the referen
   c.params.policy = moe::drop_policy::slot_major;
   c.params.layout = moe::placement::masked;
   check_plan((c.pattern = ids_pattern::with_gaps, c), 402);
+  // A grid capped to a few blocks (the plan beside kernels that hold SMs): many sub-tiles each.
+  for (int blocks : {1, 3}) {
+    c.params.max_blocks = blocks;
+    c.params.policy = moe::drop_policy::slot_major;
+    c.params.layout = moe::placement::masked;
+    check_plan((c.pattern = ids_pattern::skewed, c), 403 + blocks);
+    c.params.policy = moe::drop_policy::none;
+    c.params.layout = moe::placement::packed;
+    check_plan((c.pattern = ids_pattern::uniform, c), 410 + blocks);
+  }
 }
 
 #if !defined(FRUGAL_HOST_SIMT)
@@ -300,6 +310,9 @@ TEST_CASE("plan: invalid arguments are refused with a message") {
   p.layout = moe::placement::masked;
   p.capacity = 4;
   expect(p, 2, 8, "masked placement needs a drop policy");
+  p = {};
+  p.max_blocks = -1;
+  expect(p, 2, 8, "max_blocks must be >= 0");
   const auto huge = moe::plan(ws.data(), bytes, ids.data(), nullptr, INT64_MAX / 4, 8, 8, moe::plan_params{}, {});
   CHECK(std::strstr(huge.message(), "tokens * k is too large") != nullptr);  // no int64 overflow on the way
   std::size_t small = 4;

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 namespace frugal {
@@ -58,6 +59,9 @@ status launch(void (*kernel)(Params...), const launch_config& config, Args&&... 
 template <class... Params, class... Args>
 status launch_cooperative(void (*kernel)(Params...), const launch_config& config, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args), "frugal::launch_cooperative: wrong number of kernel arguments");
+  // cudaLaunchCooperativeKernel takes the address of each argument; a reference parameter would
+  // hand the kernel a host address.
+  static_assert(!(std::is_reference_v<Params> || ...), "frugal::launch_cooperative: kernel parameters must be values");
   if (config.grid.x == 0 || config.grid.y == 0 || config.grid.z == 0) return status{};
 #if defined(FRUGAL_HOST_SIMT)
   return detail::simt_launch(true, kernel, config, std::forward<Args>(args)...);

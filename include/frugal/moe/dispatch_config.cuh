@@ -43,6 +43,10 @@ struct plan_params {
   //! M-tile; the padding rows hold the sentinel plan_padding_sentinel(T, k).
   int block_size = 1;
   unsigned long long seed = 0;  //!< drop_policy::random
+  //! The plan is one cooperative launch: all its blocks must be resident at once. 0 sizes the
+  //! grid for the whole device; a positive value caps it, for kernels that run beside others
+  //! holding SMs (persistent communication kernels). Fewer blocks give each more slots.
+  int max_blocks = 0;
 };
 
 //! The capacity a plan uses (0, unbounded, for drop_policy::none with a packed layout).

@@ -83,9 +83,11 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   const std::int64_t max_rows = plan_max_rows(tokens, k, experts, params);
   if (max_rows > INT32_MAX) return status::invalid("frugal::moe::plan: the expert-major buffer would exceed int32 rows");
 
+  if (params.max_blocks < 0) return status::invalid("frugal::moe::plan: max_blocks must be >= 0 (0: the whole device)");
   const auto kernel = detail::plan_kernel<IdT>;
   int most_blocks = 0;
   FRUGAL_TRY(detail::plan_grid_limit(kernel, most_blocks));
+  if (params.max_blocks > 0 && params.max_blocks < most_blocks) most_blocks = params.max_blocks;
 
   detail::plan_problem p;
   p.tokens = tokens;

@@ -13,12 +13,18 @@ __global__ void two_args(float* a, int n) {
 #endif
 }
 
+#if defined(FRUGAL_FAIL_CASE_cooperative_reference)
+__global__ void by_reference(const int& n, float* a) { a[0] = float(n); }
+#endif
+
 int main() {
 #if defined(FRUGAL_FAIL_CASE_topk_type)
   int* x = nullptr;
   (void)frugal::topk(x, x, nullptr, 1, 8, 2);
 #elif defined(FRUGAL_FAIL_CASE_launch_arity)
   (void)frugal::launch(two_args, frugal::launch_config{}, (float*)nullptr);
+#elif defined(FRUGAL_FAIL_CASE_cooperative_reference)
+  (void)frugal::launch_cooperative(by_reference, frugal::launch_config{}, 1, (float*)nullptr);
 #endif
   return 0;
 }

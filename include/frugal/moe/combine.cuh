@@ -71,7 +71,7 @@ status combine_backward(const T* d_out, const T* y, std::int64_t rows, int hidde
     if (rows > 0) {
       // With slot_to_row each d_out row is read once and written, scaled, to its k rows.
       dim3 grid;
-      FRUGAL_TRY(detail::row_grid(slot_to_row && tokens > rows ? tokens : rows, grid));
+      FRUGAL_TRY(detail::source_grid(tokens, rows, slot_to_row, grid));
       FRUGAL_TRY(launch(detail::permute_kernel<T, detail::dispatch_vector<T>>,
                         launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, tokens, hidden, k, row_to_slot,
                         slot_to_row, rows, weights, d_y));

@@ -42,7 +42,7 @@ status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::in
   if (rows == 0) return status{};
   if (!row_to_slot || !out || (!x && tokens > 0)) return status::invalid("frugal::moe::permute: null pointer");
   dim3 grid;
-  FRUGAL_TRY(detail::row_grid(slot_to_row && tokens > rows ? tokens : rows, grid));
+  FRUGAL_TRY(detail::source_grid(tokens, rows, slot_to_row, grid));
   return launch(detail::permute_kernel<T, detail::dispatch_vector<T>>, launch_config{grid, dim3(detail::dispatch_threads), 0, stream},
                 x, tokens, hidden, k, row_to_slot, slot_to_row, rows, static_cast<const float*>(nullptr), out);
 }
@@ -71,7 +71,7 @@ status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std
   if (rows == 0) return status{};
   if (!row_to_slot || !out || !scales || (!x && tokens > 0)) return status::invalid("frugal::moe::permute_fp8: null pointer");
   dim3 grid;
-  FRUGAL_TRY(detail::row_grid(slot_to_row && tokens > rows ? tokens : rows, grid));
+  FRUGAL_TRY(detail::source_grid(tokens, rows, slot_to_row, grid));
   constexpr int V = detail::dispatch_vector<T>;
   const launch_config config{grid, dim3(detail::dispatch_threads), 0, stream};
   if (scaling == fp8_scaling::per_128)

@@ -38,4 +38,10 @@ inline status row_grid(std::int64_t items, dim3& grid) {
   return status{};
 }
 
+// Blocks for a kernel built on for_each_source: it loops over tokens (with the forward map) and
+// over rows.
+inline status source_grid(std::int64_t tokens, std::int64_t rows, const std::int32_t* slot_to_row, dim3& grid) {
+  return row_grid(slot_to_row && tokens > rows ? tokens : rows, grid);
+}
+
 }  // namespace frugal::moe::detail

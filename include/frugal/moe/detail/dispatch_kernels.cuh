@@ -33,6 +33,14 @@ FRUGAL_DEVICE std::int64_t source_token(const std::int32_t* row_to_slot, std::in
   return s >= 0 && s < tokens * k ? s / k : -1;
 }
 
+template <class T, int V>
+FRUGAL_DEVICE vector<T, V> zero_vector() {
+  vector<T, V> v;
+  FRUGAL_UNROLL
+  for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
+  return v;
+}
+
 // The rows one source row is written to, staged in shared memory: a token's k rows (scatter: the
 // token row is read once) or the single row that gathers it. row -1: nothing to write.
 struct row_targets {
@@ -102,10 +110,7 @@ __global__ void __launch_bounds__(dispatch_threads)
       FRUGAL_UNROLL
       for (int u = 0; u < dispatch_unroll; ++u) {
         const int c = c0 + u * dispatch_threads;
-        if (src && c < chunks) v[u] = load_vector<V>(src + c * V);
-        else
-          FRUGAL_UNROLL
-          for (int j = 0; j < V; ++j) v[u][j] = from_float<T>(0.0f);
+        v[u] = src && c < chunks ? load_vector<V>(src + c * V) : zero_vector<T, V>();
       }
       for (int d = 0; d < count; ++d) {
         const std::int32_t row = to.row[d];
@@ -150,12 +155,6 @@ __global__ void __launch_bounds__(dispatch_threads)
   __shared__ row_targets targets;
   const int chunks = hidden / V;
   auto quantized_row = [&](std::int32_t row) { return reinterpret_cast<unsigned char*>(out + std::int64_t(row) * hidden); };
-  auto zeros = [] {
-    vector<T, V> v;
-    FRUGAL_UNROLL
-    for (int j = 0; j < V; ++j) v[j] = from_float<T>(0.0f);
-    return v;
-  };
   for_each_source(x, tokens, hidden, k, row_to_slot, slot_to_row, rows, static_cast<const float*>(nullptr), targets,
                   [&](const T* src, const row_targets& to, int count) {
     if constexpr (Group == 0) {
@@ -172,7 +171,7 @@ __global__ void __launch_bounds__(dispatch_threads)
         for (int d = 0; d < count; ++d)
           if (to.row[d] >= 0) scales[to.row[d]] = scale;
       for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
-        const auto q = quantize_chunk(src ? load_vector<V>(src + c * V) : zeros(), 1.0f / scale);
+        const auto q = quantize_chunk(src ? load_vector<V>(src + c * V) : zero_vector<T, V>(), 1.0f / scale);
         for (int d = 0; d < count; ++d)
           if (to.row[d] >= 0) store_vector(quantized_row(to.row[d]) + c * V, q);
       }
@@ -186,7 +185,7 @@ __global__ void __launch_bounds__(dispatch_threads)
       const int rounded = (chunks + dispatch_threads - 1) / dispatch_threads * dispatch_threads;
       for (int c = int(threadIdx.x); c < rounded; c += dispatch_threads) {
         const bool in_row = c < chunks;
-        const vector<T, V> v = in_row && src ? load_vector<V>(src + c * V) : zeros();
+        const vector<T, V> v = in_row && src ? load_vector<V>(src + c * V) : zero_vector<T, V>();
         float amax = 0.0f;
         FRUGAL_UNROLL
         for (int j = 0; j < V; ++j) amax = fmaxf(amax, fabsf(to_float(v[j])));

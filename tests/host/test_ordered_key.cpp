@@ -74,3 +74,30 @@ TEST_CASE("ordered bits: strictly monotone in value over sorted random and bound
   CHECK(frugal::ordered_bits(qnan) == 0u);
   CHECK(frugal::ordered_bits(-infinity) > 0u);
 }
+
+TEST_CASE("ordered bits: the branch-free form equals the definition on every kind of float") {
+  // The definition: NaN (any sign, any payload) -> 0; -0.0 as +0.0; negative values flip every
+  // bit, the others set the sign bit.
+  auto defined = [](float x) -> std::uint32_t {
+    if (std::isnan(x)) return 0u;
+    const std::uint32_t b = x == 0.0f ? 0u : std::bit_cast<std::uint32_t>(x);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  };
+  std::mt19937_64 rng(10);
+  std::vector<float> xs = special_values();
+  for (std::uint32_t bits : {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x00000001u, 0x80000001u, 0x807fffffu})
+    xs.push_back(std::bit_cast<float>(bits));
+  for (int i = 0; i < 200000; ++i) xs.push_back(std::bit_cast<float>(std::uint32_t(rng())));
+  for (float x : xs) {
+    INFO("bits " << std::bit_cast<std::uint32_t>(x));
+    REQUIRE(frugal::ordered_bits(x) == defined(x));
+  }
+}
+
+TEST_CASE("key_greater is the unsigned order of keys") {
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 10000; ++i) {
+    const frugal::topk_key a = rng(), b = i % 3 == 0 ? a : rng();
+    REQUIRE(frugal::key_greater(a, b) == (a > b));
+  }
+}

@@ -101,7 +101,7 @@ template <int ItemsPerLane>
 void check_warp_topk(int cols, unsigned long long seed) {
   FRUGAL_SEEDED_RNG(rng, seed);
   const int rows = 6;
-  for (int k : {1, 5, 32}) {
+  for (int k : {1, 5, 8, 32}) {
     INFO("ItemsPerLane " << ItemsPerLane << " cols " << cols << " k " << k);
     auto x = make_input<float>(pattern::ties, rows, cols, rng);
     device_buffer<float> d_x(x);
@@ -187,6 +187,92 @@ TEST_CASE("warp_topk: the per-lane sorting network sorts every size it is used a
   check_sort_network<16>(19);
   check_sort_network<28>(20);
   check_sort_network<32>(21);
+}
+
+// The best-two rounds on their own: in lane 0, whether they were exact; in lane r < k, the r-th key.
+template <int ItemsPerLane, int Width>
+__global__ void best_two_kernel(const float* in, int k, unsigned long long* out, int* exact) {
+  const int lane = int(threadIdx.x % 32), sub = lane % Width, row = int(blockIdx.x) * (32 / Width) + lane / Width;
+  constexpr int cols = ItemsPerLane * Width;
+  frugal::topk_key items[ItemsPerLane];
+  for (int i = 0; i < ItemsPerLane; ++i)
+    items[i] = frugal::make_topk_key(in[row * cols + i * Width + sub], std::uint32_t(i * Width + sub));
+  frugal::topk_key first, second, mine;
+  frugal::detail::best_two_keys(items, first, second);
+  const bool ok = frugal::detail::select_from_best_two<Width>(first, second, k, sub, mine);
+  out[row * Width + sub] = mine;
+  if (sub == 0) exact[row] = ok ? 1 : 0;
+  // The public function must agree whatever path it takes.
+  frugal::topk_key again[ItemsPerLane];
+  for (int i = 0; i < ItemsPerLane; ++i)
+    again[i] = frugal::make_topk_key(in[row * cols + i * Width + sub], std::uint32_t(i * Width + sub));
+  const frugal::topk_key full = frugal::warp_topk<ItemsPerLane, Width>(again, k);
+  if (ok && full != mine) exact[row] = -1;
+  out[row * Width + sub] = full;
+}
+
+// Rows whose k largest lie in distinct lanes or two per lane (exact, rounds over two keys per
+// lane) and rows where one lane holds three of them (the fallback), each against the reference.
+template <int ItemsPerLane, int Width>
+void check_best_two(unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int cols = ItemsPerLane * Width, rows = 32 / Width * 8;
+  std::uniform_real_distribution<float> uniform(-8.0f, 8.0f);
+  for (int k = 1; k * 4 <= Width; ++k) {
+    std::vector<float> x(std::size_t(rows) * cols);
+    for (auto& v : x) v = uniform(rng);
+    std::vector<int> want_exact(rows, 1);
+    for (int r = 0; r < rows; ++r) {
+      float* row = &x[std::size_t(r) * cols];
+      const int lane = int(rng() % Width), kind = r / (32 / Width) % 4;  // one kind per warp
+      // kind 0: the k largest in k distinct lanes; 1: one lane holds the two largest (it runs
+      // dry before the last round when k > 2, and the rounds cannot tell whether its third key
+      // counts); 2: one lane holds the largest and the k-th (its second goes in the last round);
+      // 3: one lane holds the three largest.
+      if (kind == 0)
+        for (int j = 0; j < k; ++j) row[(j * 3 + lane) % Width + (j % ItemsPerLane) * Width] = 30.0f - float(j);
+      if (kind == 1 && k >= 2) {
+        row[lane] = 20.0f, row[Width + lane] = 19.0f;
+        want_exact[r] = k == 2;
+      }
+      if (kind == 2 && k >= 2) {
+        for (int j = 0; j < k - 1; ++j) row[(j + lane + 1) % Width] = 30.0f - float(j);  // k-1 other lanes
+        row[lane] = 40.0f, row[Width + lane] = 25.0f;  // largest and k-th
+      }
+      if (kind == 3 && k >= 3) {
+        row[lane] = 20.0f, row[Width + lane] = 19.0f, row[2 * Width + lane] = 18.0f;
+        want_exact[r] = 0;
+      }
+    }
+    device_buffer<float> d_x(x);
+    device_buffer<unsigned long long> d_out(std::size_t(rows) * Width);
+    device_buffer<int> d_exact(rows);
+    FRUGAL_REQUIRE_OK(frugal::launch(best_two_kernel<ItemsPerLane, Width>, launch_config{dim3(rows * Width / 32), dim3(32)},
+                                     d_x.data(), k, d_out.data(), d_exact.data()));
+    frugal::test::synchronize();
+    const auto out = d_out.download();
+    const auto exact = d_exact.download();
+    std::vector<float> v(std::size_t(rows) * k);
+    std::vector<std::int32_t> idx(std::size_t(rows) * k);
+    frugal::reference::topk(x.data(), v.data(), idx.data(), rows, cols, k);
+    int exact_rows = 0;
+    for (int r = 0; r < rows; ++r) {
+      INFO("ItemsPerLane " << ItemsPerLane << " Width " << Width << " k " << k << " row " << r);
+      REQUIRE(exact[r] >= 0);  // warp_topk agrees with the best-two rounds whenever they were exact
+      REQUIRE(exact[r] == want_exact[r]);
+      exact_rows += exact[r];
+      for (int lane = 0; lane < k; ++lane)
+        REQUIRE(std::int32_t(frugal::topk_key_index(out[std::size_t(r) * Width + lane])) == idx[std::size_t(r) * k + lane]);
+    }
+    CHECK(exact_rows > 0);
+  }
+}
+
+TEST_CASE("warp_topk: rounds over each lane's best two keys, and the fallback when a lane holds three results") {
+  check_best_two<8, 32>(31);
+  check_best_two<3, 32>(32);
+  check_best_two<12, 16>(33);
+  check_best_two<5, 8>(34);
 }
 
 TEST_CASE("warp_topk: every ItemsPerLane, partial rows, k beyond the row") {

@@ -44,6 +44,8 @@ class block_reduce {
 
   FRUGAL_DEVICE T sum(T value) { return all_reduce(value, plus{}); }
   FRUGAL_DEVICE T max(T value) { return all_reduce(value, maximum{}); }
+  //! Whether `p` holds in any thread of the block (a barrier): a branch on it is block-uniform.
+  FRUGAL_DEVICE bool any(bool p) const { return __syncthreads_or(p) != 0; }
 
  private:
   TempStorage& storage_;

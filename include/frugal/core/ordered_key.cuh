@@ -40,10 +40,12 @@ FRUGAL_HOST_DEVICE std::uint32_t float_bits(float x) {
 }
 
 //! Maps fp32 to uint32 so that unsigned order is value order: NaN -> 0, -0.0 -> +0.0.
+//! Branch-free (it runs once per routed logit): adding +0.0 turns -0.0 into +0.0 (round to
+//! nearest), then negative values flip every bit and the others only the sign bit.
 FRUGAL_HOST_DEVICE std::uint32_t ordered_bits(float x) {
-  if (x != x) return 0u;
-  std::uint32_t b = x == 0.0f ? 0u : float_bits(x);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  const std::uint32_t b = float_bits(x + 0.0f);
+  const std::uint32_t flip = std::uint32_t(std::int32_t(b) >> 31) | 0x80000000u;
+  return x != x ? 0u : b ^ flip;
 }
 
 //! Inverse of ordered_bits (0 decodes to a quiet NaN, the canonical zero to +0.0).
@@ -54,6 +56,18 @@ FRUGAL_HOST_DEVICE float from_ordered_bits(std::uint32_t o) {
 
 FRUGAL_HOST_DEVICE topk_key make_topk_key(float value, std::uint32_t index) {
   return (topk_key(ordered_bits(value)) << 32) | topk_key(0xffffffffu - index);
+}
+
+//! a > b, written so that the compiler keeps one comparison per use: plain `a > b` on 64-bit keys
+//! gets rewritten into separate max and min patterns, each with its own two-instruction compare.
+FRUGAL_HOST_DEVICE bool key_greater(topk_key a, topk_key b) {
+#if defined(__CUDA_ARCH__)
+  unsigned greater;
+  asm("{\n\t.reg .pred p;\n\tsetp.gt.u64 p, %1, %2;\n\tselp.u32 %0, 1, 0, p;\n\t}" : "=r"(greater) : "l"(a), "l"(b));
+  return greater != 0;
+#else
+  return a > b;
+#endif
 }
 
 FRUGAL_HOST_DEVICE std::uint32_t topk_key_index(topk_key key) {

@@ -114,6 +114,9 @@ template <int Width = 32>
 struct warp_reducer {
   template <class T> FRUGAL_DEVICE T sum(T v) const { return warp_sum<Width>(v); }
   template <class T> FRUGAL_DEVICE T max(T v) const { return warp_max<Width>(v); }
+  //! Whether `p` holds in any lane of the whole warp, so that a branch on it keeps every logical
+  //! warp of the warp converged for the shuffles inside.
+  FRUGAL_DEVICE bool any(bool p) const { return __any_sync(full_warp_mask, p) != 0; }
 };
 
 #endif  // FRUGAL_KERNEL_CODE

@@ -61,6 +61,11 @@ FRUGAL_HOST_DEVICE float softmax_term(float x, float max) {
 
 //! softmax_stats of the logits `x` spread over the threads a `reducer` (frugal::warp_reducer or
 //! frugal::block_reduce) combines. Every thread of the reducer must call it.
+//!
+//! Same values as summing softmax_term, arranged for the common row (finite max): every term is
+//! an exp whose NaN (from a NaN logit) fmaxf turns into 0, with no branch per logit, and the +inf
+//! count is only reduced when some row's max is +inf. The branches ask the reducer whether any
+//! of the threads its collectives span needs them, so they stay uniform there.
 template <int Items, class Reducer>
 FRUGAL_HOST_DEVICE softmax_stats softmax_stats_of(const float (&x)[Items], Reducer& reducer) {
   softmax_stats stats;
@@ -68,14 +73,19 @@ FRUGAL_HOST_DEVICE softmax_stats softmax_stats_of(const float (&x)[Items], Reduc
   FRUGAL_UNROLL
   for (int i = 0; i < Items; ++i) m = fmaxf(m, x[i]);
   stats.max = reducer.max(m);
-  float sum = 0.0f, infs = 0.0f;
-  FRUGAL_UNROLL
-  for (int i = 0; i < Items; ++i) {
-    sum += softmax_term(x[i], stats.max);
-    infs += x[i] == INFINITY ? 1.0f : 0.0f;
+  const bool finite = stats.max > -INFINITY && stats.max < INFINITY;
+  if (reducer.any(finite)) {
+    float sum = 0.0f;
+    FRUGAL_UNROLL
+    for (int i = 0; i < Items; ++i) sum += fmaxf(std::exp(x[i] - stats.max), 0.0f);
+    stats.sum = reducer.sum(finite ? sum : 0.0f);
   }
-  stats.sum = reducer.sum(sum);
-  stats.inf_count = reducer.sum(infs);
+  if (reducer.any(stats.max == INFINITY)) {
+    float infs = 0.0f;
+    FRUGAL_UNROLL
+    for (int i = 0; i < Items; ++i) infs += x[i] == INFINITY ? 1.0f : 0.0f;
+    stats.inf_count = reducer.sum(stats.max == INFINITY ? infs : 0.0f);
+  }
   return stats;
 }
 

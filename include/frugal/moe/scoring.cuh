@@ -43,7 +43,12 @@ struct sigmoid_scoring {
   template <class R>
   FRUGAL_HOST_DEVICE R operator()(R x) const {
     using std::exp;
-    return x >= R(0) ? R(1) / (R(1) + exp(-x)) : exp(x) / (R(1) + exp(x));
+    using std::fabs;
+    // 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below (no overflow, no cancellation), with
+    // one exp and one division for both: a warp's logits have both signs, so two branches
+    // would run both.
+    const R e = exp(-fabs(x));
+    return (x >= R(0) ? R(1) : e) / (R(1) + e);
   }
   template <class R>
   FRUGAL_HOST_DEVICE R derivative(R, R s) const { return s * (R(1) - s); }
@@ -58,7 +63,11 @@ struct sqrt_softplus_scoring {
   FRUGAL_HOST_DEVICE static R softplus(R x) {
     using std::exp;
     using std::log1p;
-    return x > R(20) ? x + exp(-x) : log1p(exp(x));  // log1p(e^x) = x + log1p(e^-x)
+    // log1p(e^x) = x + log1p(e^-x), and log1p(e^-x) = e^-x in fp32 beyond 20. One exp for both
+    // sides, no branch (a warp runs both sides of a branch on its logits).
+    const bool large = x > R(20);
+    const R e = exp(large ? -x : x);
+    return large ? x + e : log1p(e);
   }
   template <class R>
   FRUGAL_HOST_DEVICE R operator()(R x) const {

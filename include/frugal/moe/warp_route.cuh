@@ -114,20 +114,27 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
                 "frugal::moe::warp_route: VectorWidth must divide the items per lane and NumExperts (at most 16 bytes)");
   auto expert_of = [lane](int i) { return (i / V) * (W * V) + lane * V + i % V; };
   float x[Items];
-  FRUGAL_UNROLL
-  for (int c = 0; c < Items / V; ++c) {
-    const int first = expert_of(c * V);
-    vector<T, V> chunk;
-    if (active && first < E) chunk = load_vector<V>(row + first);  // chunks lie wholly inside or outside the row
+  // One loop per case, chosen once: the plain one (no soft-cap, no noise, the common router) has
+  // no branch per logit.
+  auto load_logits = [&](auto transform) {
     FRUGAL_UNROLL
-    for (int j = 0; j < V; ++j) {
-      const int e = first + j;
-      x[c * V + j] = NAN;
-      if (active && e < E) {
-        const float noise_logit = noise_row ? to_float(noise_row[e]) : NAN;
-        x[c * V + j] = transformed_logit(to_float(chunk[j]), params, token, e, noise_logit);
+    for (int c = 0; c < Items / V; ++c) {
+      const int first = expert_of(c * V);
+      vector<T, V> chunk;
+      if (active && first < E) chunk = load_vector<V>(row + first);  // chunks lie wholly inside or outside the row
+      FRUGAL_UNROLL
+      for (int j = 0; j < V; ++j) {
+        const int e = first + j;
+        x[c * V + j] = active && e < E ? transform(to_float(chunk[j]), e) : NAN;
       }
     }
+  };
+  if (!(params.softcap > 0.0f) && params.noise_std == 0.0f) {
+    load_logits([](float raw, int) { return raw; });
+  } else {
+    load_logits([&](float raw, int e) {
+      return transformed_logit(raw, params, token, e, noise_row ? to_float(noise_row[e]) : NAN);
+    });
   }
 
   // 2. Scores and selection values.

@@ -68,7 +68,7 @@ inline constexpr merge_network<N> merge_network_v{};
 template <int Lo, int Hi, int N>
 FRUGAL_DEVICE void compare_exchange(topk_key (&a)[N]) {
   const topk_key x = a[Lo], y = a[Hi];
-  const bool swap = y > x;
+  const bool swap = key_greater(y, x);
   a[Lo] = swap ? y : x;
   a[Hi] = swap ? x : y;
 }
@@ -107,6 +107,43 @@ FRUGAL_DEVICE topk_key warp_max_key(topk_key key) {
   return warp_max<Width>(key);
 }
 
+// The lane's two largest keys (the second is empty when the lane holds fewer than two).
+template <int N>
+FRUGAL_DEVICE void best_two_keys(const topk_key (&a)[N], topk_key& first, topk_key& second) {
+  first = a[0];
+  second = empty_topk_key;
+  FRUGAL_UNROLL
+  for (int i = 1; i < N; ++i) {
+    const topk_key x = a[i];
+    const bool above_first = key_greater(x, first), above_second = key_greater(x, second);
+    second = above_second ? (above_first ? first : x) : second;
+    first = above_first ? x : first;
+  }
+}
+
+// k rounds over each lane's two largest keys: two redux.sync, a compare and a two-key shift per
+// round. Exact unless some lane gave away both keys before the last round (its third key could
+// belong to the result): a lane with a second key that is gone and was not the last winner.
+// Returns whether the result is exact, the same in every lane of the warp.
+template <int Width>
+FRUGAL_DEVICE bool select_from_best_two(topk_key first, const topk_key second, int k, int lane, topk_key& mine) {
+  topk_key next = second, winner = empty_topk_key;
+  mine = empty_topk_key;
+#if defined(__CUDA_ARCH__)
+#pragma unroll 1
+#endif
+  for (int rank = 0; rank < k; ++rank) {
+    winner = warp_max_key<Width>(first);
+    if (lane == rank) mine = winner;
+    if (first == winner) {
+      first = next;
+      next = empty_topk_key;
+    }
+  }
+  const bool ran_dry = second != empty_topk_key && first == empty_topk_key && second != winner;
+  return !__any_sync(full_warp_mask, ran_dry);
+}
+
 }  // namespace detail
 
 //! Selects the `k` largest keys held by the calling logical warp (Width lanes, a power of two;
@@ -117,16 +154,27 @@ FRUGAL_DEVICE topk_key warp_max_key(topk_key key) {
 //!
 //! Algorithm: k rounds, each a warp max of the lanes' best keys (two redux.sync on a full warp
 //! from sm_80, a butterfly otherwise). Keys are distinct, so exactly one lane owns the winner and
-//! refills its best key. The refill is a register shift when the lane sorted its keys first (a
-//! sorting network, registers only) or a rescan of its keys otherwise; the sort is chosen when
-//! k rounds of rescans would cost more than sorting once (k >= 3 for 8 keys per lane, k >= 8
-//! for 32).
+//! refills its best key. When k <= Width / 4 the rounds first run over each lane's two largest
+//! keys only, which is exact unless a lane gives away both before the last round (a lane holding
+//! three of the k results: about 5% of random rows for k = 8 of 256, every row of equal keys);
+//! the warp then falls back to the full selection: the refill is a register shift when the lane
+//! sorted its keys first (a sorting network, registers only) or a rescan of its keys otherwise;
+//! the sort is chosen when k rounds of rescans would cost more than sorting once (k >= 3 for 8
+//! keys per lane, k >= 8 for 32).
 template <int ItemsPerLane, int Width = 32>
 FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
   static_assert(ItemsPerLane >= 1 && ItemsPerLane * 32 <= warp_topk_max_items,
                 "frugal::warp_topk: ItemsPerLane must be in [1, 32] (at most 1024 values per warp)");
   FRUGAL_CHECK_LOGICAL_WARP(Width);
   const int lane = int(lane_index()) % Width;
+  if constexpr (ItemsPerLane >= 3) {
+    // k is the same in every lane, and select_from_best_two's answer too: the warp stays converged.
+    if (k * 4 <= Width) {
+      topk_key first, second, mine;
+      detail::best_two_keys(items, first, second);
+      if (detail::select_from_best_two<Width>(first, second, k, lane, mine)) return mine;
+    }
+  }
   // About 6 instructions per comparator, once, against about 5 per key more in every rescan
   // than in a shift. k is the same in every lane, so the choice is too.
   constexpr int sort_cost = 6 * detail::merge_network<ItemsPerLane>::size;

@@ -344,6 +344,17 @@ std::uint64_t combine(const warp_pending& p, unsigned lane) {
     }
     case warp_op::sync:
       return 0;
+    case warp_op::reduce_and:
+    case warp_op::reduce_or:
+    case warp_op::reduce_xor: {
+      std::uint32_t acc = p.op == warp_op::reduce_and ? ~0u : 0u;
+      for (unsigned l = 0; l < 32; ++l) {
+        if (!(mask >> l & 1u)) continue;
+        const auto v = std::uint32_t(p.value[l]);
+        acc = p.op == warp_op::reduce_and ? acc & v : p.op == warp_op::reduce_or ? acc | v : acc ^ v;
+      }
+      return acc;
+    }
     case warp_op::reduce_add:
     case warp_op::reduce_min:
     case warp_op::reduce_max: {

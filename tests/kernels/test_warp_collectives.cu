@@ -54,7 +54,45 @@ void check_warp_ops(unsigned long long seed) {
   }
 }
 
+// out[i * 2 + {0, 1}] = OR of the logical warp's words, whether any lane of it holds an odd word
+template <int Width>
+__global__ void warp_bits_kernel(const unsigned* in, unsigned* out) {
+  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i * 2 + 0] = frugal::warp_or<Width>(in[i]);
+  out[i * 2 + 1] = frugal::warp_any<Width>((in[i] & 1u) != 0u) ? 1u : 0u;
+}
+
+template <int Width>
+void check_warp_bits(unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  const int n = 4 * 64;
+  std::vector<unsigned> in(n);
+  // Sparse bits, and odd words in only some logical warps (so that "any" is false in some).
+  for (int i = 0; i < n; ++i) in[i] = (1u << (rng() % 32)) & (i / Width % 3 == 0 ? ~0u : ~1u);
+  device_buffer<unsigned> d_in(in), d_out(n * 2);
+  FRUGAL_REQUIRE_OK(frugal::launch(warp_bits_kernel<Width>, launch_config{dim3(2), dim3(128)}, d_in.data(), d_out.data()));
+  frugal::test::synchronize();
+  const auto out = d_out.download();
+  for (int i = 0; i < n; ++i) {
+    const int base = i / Width * Width;
+    unsigned bits = 0, odd = 0;
+    for (int j = base; j < base + Width; ++j) bits |= in[j], odd |= in[j] & 1u;
+    INFO("width " << Width << " element " << i);
+    REQUIRE(out[i * 2 + 0] == bits);
+    REQUIRE(out[i * 2 + 1] == odd);
+  }
+}
+
 }  // namespace
+
+TEST_CASE("warp_or and warp_any over widths 32, 16, 8, 4, 2, 1") {
+  check_warp_bits<32>(11);
+  check_warp_bits<16>(12);
+  check_warp_bits<8>(13);
+  check_warp_bits<4>(14);
+  check_warp_bits<2>(15);
+  check_warp_bits<1>(16);
+}
 
 TEST_CASE("warp collectives: int over widths 32, 16, 8, 4, 2, 1") {
   check_warp_ops<32, int>(1);

@@ -21,6 +21,9 @@ struct maximum {
 struct minimum {
   template <class T> FRUGAL_HOST_DEVICE T operator()(const T& a, const T& b) const { return b < a ? b : a; }
 };
+struct bit_or {
+  template <class T> FRUGAL_HOST_DEVICE T operator()(const T& a, const T& b) const { return a | b; }
+};
 
 #if FRUGAL_KERNEL_CODE
 
@@ -79,6 +82,29 @@ template <int Width = 32, class T>
 FRUGAL_DEVICE T warp_max(T value) { return warp_allreduce<Width>(value, maximum{}); }
 template <int Width = 32, class T>
 FRUGAL_DEVICE T warp_min(T value) { return warp_allreduce<Width>(value, minimum{}); }
+
+//! Bitwise OR over each logical warp: one redux.sync on a full warp from sm_80 (and in host
+//! SIMT), a butterfly otherwise.
+template <int Width = 32>
+FRUGAL_DEVICE unsigned warp_or(unsigned value) {
+  FRUGAL_CHECK_LOGICAL_WARP(Width);
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  if constexpr (Width == 32) return __reduce_or_sync(full_warp_mask, value);
+#endif
+  return warp_allreduce<Width>(value, bit_or{});
+}
+
+//! Whether `p` holds in any lane of the calling logical warp (one ballot).
+template <int Width = 32>
+FRUGAL_DEVICE bool warp_any(bool p) {
+  FRUGAL_CHECK_LOGICAL_WARP(Width);
+  const unsigned votes = __ballot_sync(full_warp_mask, p);
+  if constexpr (Width == 32) return votes != 0u;
+  else {
+    const unsigned first = lane_index() / Width * Width;
+    return ((votes >> first) & ((1u << Width) - 1u)) != 0u;
+  }
+}
 
 //! Inclusive scan within each logical warp of Width lanes (Hillis-Steele, log2(Width) steps).
 template <int Width = 32, class T, class Op>

@@ -83,7 +83,7 @@ void grid_barrier(const char* name);
 void* dynamic_shared_base();
 
 enum class warp_op : int { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync,
-                           reduce_add, reduce_min, reduce_max, match_any };
+                           reduce_add, reduce_min, reduce_max, reduce_and, reduce_or, reduce_xor, match_any };
 // One rendezvous of the lanes named in `mask`; returns this lane's result.
 std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, int param, int width,
                               const char* name);
@@ -178,6 +178,9 @@ FRUGAL_SIMT_REDUCE(__reduce_min_sync, reduce_min, unsigned)
 FRUGAL_SIMT_REDUCE(__reduce_min_sync, reduce_min, int)
 FRUGAL_SIMT_REDUCE(__reduce_max_sync, reduce_max, unsigned)
 FRUGAL_SIMT_REDUCE(__reduce_max_sync, reduce_max, int)
+FRUGAL_SIMT_REDUCE(__reduce_and_sync, reduce_and, unsigned)
+FRUGAL_SIMT_REDUCE(__reduce_or_sync, reduce_or, unsigned)
+FRUGAL_SIMT_REDUCE(__reduce_xor_sync, reduce_xor, unsigned)
 #undef FRUGAL_SIMT_REDUCE
 
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

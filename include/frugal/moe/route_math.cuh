@@ -100,12 +100,14 @@ FRUGAL_HOST_DEVICE float elementwise_score(float x) {
 //! The value selection ranks an expert by: NaN for a NaN logit; score + bias when a bias is given; otherwise the
 //! logit itself for monotone scorings (same order, no ties made by rounding or saturation), else
 //! the score.
+//! No branch on the logit (a warp's logits take both sides): the sum is formed, then replaced.
 template <class Scoring>
 FRUGAL_HOST_DEVICE float selection_value(float x, float score, const float* bias, int expert) {
-  if (x != x) return x;  // a NaN logit is never selected before a number, whatever its bias
-  if (bias) return score + bias[expert];
-  if constexpr (scoring_is_monotone<Scoring>) return x;
-  else return score;
+  float v;
+  if (bias) v = score + bias[expert];
+  else if constexpr (scoring_is_monotone<Scoring>) v = x;
+  else v = score;
+  return x != x ? x : v;  // a NaN logit is never selected before a number, whatever its bias
 }
 
 //! The value a group score is built from: NaN counts as -inf.

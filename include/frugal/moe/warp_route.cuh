@@ -37,12 +37,6 @@ constexpr int route_vector_width() {
 
 #if FRUGAL_KERNEL_CODE
 
-namespace detail {
-struct bit_or {
-  FRUGAL_HOST_DEVICE unsigned operator()(unsigned a, unsigned b) const { return a | b; }
-};
-}  // namespace detail
-
 //! The last step of routing, shared by the warp and block paths: lane r < k of a logical warp of
 //! W lanes holds the r-th chosen key; returns the slot with its final weight (scores of the
 //! chosen experts recomputed from their logits, NaN scores weigh 0, degenerate rows get experts
@@ -64,10 +58,9 @@ FRUGAL_DEVICE route_slot finish_route(topk_key chosen, const T* row, const Noise
   }
   float weight;
   if constexpr (Config::kind == scoring_kind::selected_softmax) {
-    softmax_stats selected;
-    selected.max = warp_max<W>(holds_slot ? fmaxf(-INFINITY, chosen_x) : -INFINITY);
-    selected.sum = warp_sum<W>(holds_slot ? softmax_term(chosen_x, selected.max) : 0.0f);
-    selected.inf_count = warp_sum<W>(holds_slot && chosen_x == INFINITY ? 1.0f : 0.0f);
+    const float held[1] = {holds_slot ? chosen_x : NAN};  // NaN: no term, no max
+    warp_reducer<W> reducer;
+    const softmax_stats selected = softmax_stats_of(held, reducer);
     weight = selected.probability(chosen_x);
     degenerate = degenerate || selected.degenerate();
   } else if constexpr (Config::kind == scoring_kind::row_softmax) {
@@ -157,7 +150,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
       v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
       any_number = any_number || (e < E && v[i] == v[i]);
     }
-    degenerate = warp_max<W>(any_number ? 1 : 0) == 0;
+    degenerate = !warp_any<W>(any_number);
   }
 
   // 3. Group-limited routing: keep the best TopKGroups groups.
@@ -217,7 +210,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     }
     const topk_key kept = warp_topk<GroupKeys, W>(group_keys, Config::topk_groups);
     const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
-    kept_groups = warp_allreduce<W>(bit, detail::bit_or{});
+    kept_groups = warp_or<W>(bit);
   }
 
   // 4. Top-k over the selection values of the kept groups.

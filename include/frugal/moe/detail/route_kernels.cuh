@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(128, 1)
         topk_key group_key[1] = {lane < G ? make_topk_key(top2 ? a1 + a2 : a1, std::uint32_t(lane)) : empty_topk_key};
         const topk_key kept = warp_topk<1, 32>(group_key, Config::topk_groups);
         const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
-        const unsigned mask = warp_allreduce(bit, bit_or{});
+        const unsigned mask = warp_or(bit);
         if (lane == 0) kept_groups_shared = mask;
       }
       __syncthreads();

@@ -122,11 +122,13 @@ FRUGAL_DEVICE void best_two_keys(const topk_key (&a)[N], topk_key& first, topk_k
 }
 
 // k rounds over each lane's two largest keys: two redux.sync, a compare and a two-key shift per
-// round. Exact unless some lane gave away both keys before the last round (its third key could
-// belong to the result): a lane with a second key that is gone and was not the last winner.
-// Returns whether the result is exact, the same in every lane of the warp.
-template <int Width>
-FRUGAL_DEVICE bool select_from_best_two(topk_key first, const topk_key second, int k, int lane, topk_key& mine) {
+// round. A lane that gave away both before the last round (a second key that is gone and was not
+// the last winner) was left out of the later rounds; that was right if its third key is below the
+// last winner, which such lanes then find by a rescan (only when some lane ran dry). Returns
+// whether the result is exact, the same in every lane of the warp.
+template <int N, int Width>
+FRUGAL_DEVICE bool select_from_best_two(const topk_key (&items)[N], topk_key first, const topk_key second, int k,
+                                        int lane, topk_key& mine) {
   topk_key next = second, winner = empty_topk_key;
   mine = empty_topk_key;
 #if defined(__CUDA_ARCH__)
@@ -141,7 +143,11 @@ FRUGAL_DEVICE bool select_from_best_two(topk_key first, const topk_key second, i
     }
   }
   const bool ran_dry = second != empty_topk_key && first == empty_topk_key && second != winner;
-  return !__any_sync(full_warp_mask, ran_dry);
+  if (!__any_sync(full_warp_mask, ran_dry)) return true;
+  topk_key third = empty_topk_key;  // the largest key below the second
+  FRUGAL_UNROLL
+  for (int i = 0; i < N; ++i) third = key_greater(items[i], third) && key_greater(second, items[i]) ? items[i] : third;
+  return !__any_sync(full_warp_mask, ran_dry && key_greater(third, winner));
 }
 
 }  // namespace detail
@@ -155,9 +161,8 @@ FRUGAL_DEVICE bool select_from_best_two(topk_key first, const topk_key second, i
 //! Algorithm: k rounds, each a warp max of the lanes' best keys (two redux.sync on a full warp
 //! from sm_80, a butterfly otherwise). Keys are distinct, so exactly one lane owns the winner and
 //! refills its best key. When k <= Width / 4 the rounds first run over each lane's two largest
-//! keys only, which is exact unless a lane gives away both before the last round (a lane holding
-//! three of the k results: about 5% of random rows for k = 8 of 256, every row of equal keys);
-//! the warp then falls back to the full selection: the refill is a register shift when the lane
+//! keys only, which is exact unless a lane holds three of the k results (about 3% of random rows
+//! for k = 8 of 256, every row of equal keys); the warp then falls back to the full selection: the refill is a register shift when the lane
 //! sorted its keys first (a sorting network, registers only) or a rescan of its keys otherwise;
 //! the sort is chosen when k rounds of rescans would cost more than sorting once (k >= 3 for 8
 //! keys per lane, k >= 8 for 32).
@@ -172,7 +177,7 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
     if (k * 4 <= Width) {
       topk_key first, second, mine;
       detail::best_two_keys(items, first, second);
-      if (detail::select_from_best_two<Width>(first, second, k, lane, mine)) return mine;
+      if (detail::select_from_best_two<ItemsPerLane, Width>(items, first, second, k, lane, mine)) return mine;
     }
   }
   // About 6 instructions per comparator, once, against about 5 per key more in every rescan

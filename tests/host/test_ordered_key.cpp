@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // frugal/core/ordered_key.cuh: the key order equals the documented selection order.
+#include <frugal/core/numeric.cuh>
 #include <frugal/core/ordered_key.cuh>
 #include <frugal/reference/topk.hpp>
 
@@ -100,4 +101,41 @@ TEST_CASE("key_greater is the unsigned order of keys") {
     const frugal::topk_key a = rng(), b = i % 3 == 0 ? a : rng();
     REQUIRE(frugal::key_greater(a, b) == (a > b));
   }
+}
+
+namespace {
+// Random values of a 16-bit type (as floats, exactly) mixed with its special values.
+template <class T>
+std::vector<float> sixteen_bit_values(std::mt19937_64& rng) {
+  std::vector<float> xs;
+  for (float s : special_values()) xs.push_back(frugal::to_float(frugal::from_float<T>(s)));
+  for (int i = 0; i < 3000; ++i) {
+    const auto bits = std::uint16_t(rng());
+    xs.push_back(frugal::to_float(std::bit_cast<T>(bits)));
+  }
+  return xs;
+}
+
+template <class T, int ZeroBits>
+void check_compact_keys(unsigned long long seed) {
+  std::mt19937_64 rng(seed);
+  const auto xs = sixteen_bit_values<T>(rng);
+  const std::uint32_t max_index = (1u << ZeroBits) - 2u;
+  for (int n = 0; n < 200000; ++n) {
+    const float a = xs[rng() % xs.size()], b = rng() % 4 == 0 ? a : xs[rng() % xs.size()];
+    const std::uint32_t i = std::uint32_t(rng() % (max_index + 1)), j = rng() % 8 == 0 ? i : std::uint32_t(rng() % (max_index + 1));
+    const auto ca = frugal::make_compact_topk_key<ZeroBits>(a, i), cb = frugal::make_compact_topk_key<ZeroBits>(b, j);
+    const auto ka = frugal::make_topk_key(a, i), kb = frugal::make_topk_key(b, j);
+    INFO("a " << a << " i " << i << " b " << b << " j " << j);
+    REQUIRE(ca != 0u);
+    REQUIRE((ca > cb) == (ka > kb));
+    REQUIRE((ca == cb) == (ka == kb));
+    REQUIRE(frugal::compact_topk_key_index<ZeroBits>(ca) == i);
+  }
+}
+}  // namespace
+
+TEST_CASE("compact keys order bf16 and fp16 values with their indices exactly as topk_key does") {
+  check_compact_keys<__nv_bfloat16, 16>(12);
+  check_compact_keys<__half, 13>(13);
 }

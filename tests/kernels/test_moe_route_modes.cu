@@ -155,6 +155,11 @@ TEST_CASE("route: bf16 and fp16 logits, int64 ids, bf16 and fp16 weights") {
   all_patterns_with<moe::route_config<160, 6, moe::sigmoid_scoring>, __half>(c, 3200);
   all_patterns_with<moe::route_config<256, 8>, float, std::int64_t, __nv_bfloat16>(c, 3300);
   all_patterns_with<moe::route_config<64, 8, moe::sigmoid_scoring, 8, 2>, __nv_bfloat16, std::int64_t, __half>(c, 3400);
+  // 16-bit logits without bias select on compact 32-bit keys: top-k-then-softmax on a logical
+  // warp of 8 lanes, and the sorted path with many keys per lane.
+  all_patterns_with<moe::route_config<8, 2, moe::topk_softmax_scoring>, __half>(c, 3410);
+  all_patterns_with<moe::route_config<896, 22>, __nv_bfloat16>(c, 3420);
+  all_patterns_with<moe::route_config<1024, 32, moe::sigmoid_scoring>, __half>(c, 3430);
 }
 
 TEST_CASE("route: logits that are not 16-byte aligned load one element at a time") {

@@ -17,6 +17,12 @@ template <class T>
 inline constexpr bool is_io_float_v = std::is_same_v<T, float> || std::is_same_v<T, __half> ||
                                       std::is_same_v<T, __nv_bfloat16>;
 
+//! How many low bits are zero in the fp32 form of every T value (bf16: 16; fp16: 13, a 10-bit
+//! mantissa, subnormals included; float: 0). Keys for such values fit in 32 bits with an index of
+//! that many bits (compact_topk_key).
+template <class T>
+inline constexpr int exact_float_trailing_zeros = std::is_same_v<T, __nv_bfloat16> ? 16 : std::is_same_v<T, __half> ? 13 : 0;
+
 //! Widens an element to fp32 (exact for all three types).
 FRUGAL_HOST_DEVICE float to_float(float x) { return x; }
 FRUGAL_HOST_DEVICE float to_float(__half x) { return __half2float(x); }

@@ -70,6 +70,27 @@ FRUGAL_HOST_DEVICE bool key_greater(topk_key a, topk_key b) {
 #endif
 }
 
+//! A 32-bit key for values whose fp32 bits end in at least ZeroBits zeros (bf16 converted to fp32:
+//! 16, fp16: 13): the value's ordered bits above them and the index below, in the same order as
+//! topk_key. Selecting on half as many bits halves the selection's work. Index < 2^ZeroBits - 1;
+//! 0 is the empty key.
+using compact_topk_key = std::uint32_t;
+
+template <int ZeroBits>
+FRUGAL_HOST_DEVICE compact_topk_key make_compact_topk_key(float value, std::uint32_t index) {
+  static_assert(ZeroBits >= 1 && ZeroBits <= 16, "frugal::make_compact_topk_key: ZeroBits must be in [1, 16]");
+  constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
+  return (ordered_bits(value) & ~low) | (low - index);
+}
+
+template <int ZeroBits>
+FRUGAL_HOST_DEVICE std::uint32_t compact_topk_key_index(compact_topk_key key) {
+  constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
+  return low - (key & low);
+}
+
+FRUGAL_HOST_DEVICE bool key_greater(compact_topk_key a, compact_topk_key b) { return a > b; }
+
 FRUGAL_HOST_DEVICE std::uint32_t topk_key_index(topk_key key) {
   return 0xffffffffu - std::uint32_t(key & 0xffffffffu);
 }

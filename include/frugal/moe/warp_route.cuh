@@ -38,11 +38,11 @@ constexpr int route_vector_width() {
 #if FRUGAL_KERNEL_CODE
 
 //! The last step of routing, shared by the warp and block paths: lane r < k of a logical warp of
-//! W lanes holds the r-th chosen key; returns the slot with its final weight (scores of the
+//! W lanes holds the r-th chosen expert; returns the slot with its final weight (scores of the
 //! chosen experts recomputed from their logits, NaN scores weigh 0, degenerate rows get experts
 //! 0..k-1 with weight 0, then renormalisation and scaling).
 template <class Config, int W, class T, class NoiseT>
-FRUGAL_DEVICE route_slot finish_route(topk_key chosen, const T* row, const NoiseT* noise_row, std::int64_t token,
+FRUGAL_DEVICE route_slot finish_route(int chosen_expert, const T* row, const NoiseT* noise_row, std::int64_t token,
                                       bool active, const route_params& params, const softmax_stats& stats,
                                       bool& degenerate) {
   using S = typename Config::scoring;
@@ -50,7 +50,7 @@ FRUGAL_DEVICE route_slot finish_route(topk_key chosen, const T* row, const Noise
   const int lane = int(lane_index()) % W;
   const bool holds_slot = lane < K;
   route_slot slot;
-  slot.expert = holds_slot ? int(topk_key_index(chosen)) : 0;
+  slot.expert = holds_slot ? chosen_expert : 0;
   float chosen_x = NAN;
   if (holds_slot && active) {
     const int e = slot.expert;
@@ -122,7 +122,8 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
       }
     }
   };
-  if (!(params.softcap > 0.0f) && params.noise_std == 0.0f) {
+  const bool plain = !(params.softcap > 0.0f) && params.noise_std == 0.0f;
+  if (plain) {
     load_logits([](float raw, int) { return raw; });
   } else {
     load_logits([&](float raw, int e) {
@@ -214,16 +215,26 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   }
 
   // 4. Top-k over the selection values of the kept groups.
-  topk_key keys[Items];
+  std::uint32_t experts[Items];
+  unsigned allowed = 0;
   FRUGAL_UNROLL
   for (int i = 0; i < Items; ++i) {
     const int e = expert_of(i);
-    const bool allowed = e < E && ((kept_groups >> (e / EPG)) & 1u);
-    keys[i] = allowed ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
+    experts[i] = std::uint32_t(e);
+    allowed |= e < E && ((kept_groups >> (e / EPG)) & 1u) ? 1u << i : 0u;
   }
-  const topk_key chosen = warp_topk<Items, W>(keys, K);
+  int chosen_expert;
+  // When the selection values are the 16-bit logits as loaded (a monotone scoring, no bias, no
+  // soft-cap, no noise), a value and its expert fit in 32 bits: same order, half the work.
+  constexpr int zero_bits = exact_float_trailing_zeros<T>;
+  if constexpr (zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits)) {
+    if (plain && params.selection_bias == nullptr) chosen_expert = int(warp_topk_index<zero_bits, Items, W>(v, experts, allowed, K));
+    else chosen_expert = int(warp_topk_index<0, Items, W>(v, experts, allowed, K));
+  } else {
+    chosen_expert = int(warp_topk_index<0, Items, W>(v, experts, allowed, K));
+  }
 
-  return finish_route<Config, W>(chosen, row, noise_row, token, active, params, stats, degenerate);
+  return finish_route<Config, W>(chosen_expert, row, noise_row, token, active, params, stats, degenerate);
 }
 
 #endif  // FRUGAL_KERNEL_CODE

@@ -8,6 +8,8 @@
 #include <frugal/core/warp.cuh>
 
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 #include <utility>
 
 namespace frugal {
@@ -65,86 +67,93 @@ struct merge_network {
 template <int N>
 inline constexpr merge_network<N> merge_network_v{};
 
-template <int Lo, int Hi, int N>
-FRUGAL_DEVICE void compare_exchange(topk_key (&a)[N]) {
-  const topk_key x = a[Lo], y = a[Hi];
+// Keys are 64-bit topk_keys, or 32-bit compact keys (compact_topk_key) where a value and its
+// index fit in 32 bits; 0 is the empty key for both.
+template <class Key>
+inline constexpr bool is_topk_key_type = std::is_same_v<Key, topk_key> || std::is_same_v<Key, compact_topk_key>;
+
+template <int Lo, int Hi, int N, class Key>
+FRUGAL_DEVICE void compare_exchange(Key (&a)[N]) {
+  const Key x = a[Lo], y = a[Hi];
   const bool swap = key_greater(y, x);
   a[Lo] = swap ? y : x;
   a[Hi] = swap ? x : y;
 }
 
-template <int N, std::size_t... P>
-FRUGAL_DEVICE void apply_merge_network(topk_key (&a)[N], std::index_sequence<P...>) {
+template <int N, class Key, std::size_t... P>
+FRUGAL_DEVICE void apply_merge_network(Key (&a)[N], std::index_sequence<P...>) {
   (compare_exchange<merge_network_v<N>.pairs[P].lo, merge_network_v<N>.pairs[P].hi>(a), ...);
 }
 
 // a[i] = a[i + 1], the last key emptied: a lane's sorted keys after it gave away its first.
-template <int N, std::size_t... Index>
-FRUGAL_DEVICE void shift_keys_down(topk_key (&a)[N], std::index_sequence<Index...>) {
+template <int N, class Key, std::size_t... Index>
+FRUGAL_DEVICE void shift_keys_down(Key (&a)[N], std::index_sequence<Index...>) {
   ((a[Index] = a[Index + 1]), ...);
-  a[N - 1] = empty_topk_key;
+  a[N - 1] = Key(0);
 }
 
 // Sorts keys in descending order (Batcher's odd-even merge network, 19 comparators for 8 keys).
-template <int N>
-FRUGAL_DEVICE void sort_keys_descending(topk_key (&a)[N]) {
+template <int N, class Key>
+FRUGAL_DEVICE void sort_keys_descending(Key (&a)[N]) {
   apply_merge_network(a, std::make_index_sequence<std::size_t(merge_network<N>::size)>{});
 }
 
 // The largest key of the logical warp, in every lane. A full warp on sm_80 and later (and in host
-// SIMT) uses two redux.sync instructions, the high words then the low words of the lanes holding
-// the largest high word; otherwise a butterfly of 64-bit shuffles.
-template <int Width>
-FRUGAL_DEVICE topk_key warp_max_key(topk_key key) {
+// SIMT) uses redux.sync: one for a compact key; for a 64-bit key two, the high words then the low
+// words of the lanes holding the largest high word. Otherwise a butterfly of shuffles.
+template <int Width, class Key>
+FRUGAL_DEVICE Key warp_max_key(Key key) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  if constexpr (Width == 32) {
+  if constexpr (Width == 32 && sizeof(Key) == 4) {
+    return __reduce_max_sync(full_warp_mask, key);
+  } else if constexpr (Width == 32) {
     const unsigned high = unsigned(key >> 32), low = unsigned(key);
     const unsigned top = __reduce_max_sync(full_warp_mask, high);
     const unsigned top_low = __reduce_max_sync(full_warp_mask, high == top ? low : 0u);
-    return (topk_key(top) << 32) | top_low;
+    return (Key(top) << 32) | top_low;
   }
 #endif
   return warp_max<Width>(key);
 }
 
 // The lane's two largest keys (the second is empty when the lane holds fewer than two).
-template <int N>
-FRUGAL_DEVICE void best_two_keys(const topk_key (&a)[N], topk_key& first, topk_key& second) {
+template <int N, class Key>
+FRUGAL_DEVICE void best_two_keys(const Key (&a)[N], Key& first, Key& second) {
   first = a[0];
-  second = empty_topk_key;
+  second = Key(0);
   FRUGAL_UNROLL
   for (int i = 1; i < N; ++i) {
-    const topk_key x = a[i];
+    const Key x = a[i];
     const bool above_first = key_greater(x, first), above_second = key_greater(x, second);
     second = above_second ? (above_first ? first : x) : second;
     first = above_first ? x : first;
   }
 }
 
-// k rounds over each lane's two largest keys: two redux.sync, a compare and a two-key shift per
+// k rounds over each lane's two largest keys: redux.sync, a compare and a two-key shift per
 // round. A lane that gave away both before the last round (a second key that is gone and was not
 // the last winner) was left out of the later rounds; that was right if its third key is below the
 // last winner, which such lanes then find by a rescan (only when some lane ran dry). Returns
 // whether the result is exact, the same in every lane of the warp.
-template <int N, int Width>
-FRUGAL_DEVICE bool select_from_best_two(const topk_key (&items)[N], topk_key first, const topk_key second, int k,
-                                        int lane, topk_key& mine) {
-  topk_key next = second, winner = empty_topk_key;
-  mine = empty_topk_key;
+template <int N, int Width, class Key>
+FRUGAL_DEVICE bool select_from_best_two(const Key (&items)[N], Key first, const Key second, int k, int lane, Key& mine) {
+  Key next = second, winner = Key(0);
+  mine = Key(0);
+  // Two rounds per iteration: a one-round body copies the shifted keys between registers.
 #if defined(__CUDA_ARCH__)
-#pragma unroll 1
+#pragma unroll 2
 #endif
   for (int rank = 0; rank < k; ++rank) {
     winner = warp_max_key<Width>(first);
     if (lane == rank) mine = winner;
     if (first == winner) {
       first = next;
-      next = empty_topk_key;
+      next = Key(0);
     }
   }
-  const bool ran_dry = second != empty_topk_key && first == empty_topk_key && second != winner;
+  const bool ran_dry = second != Key(0) && first == Key(0) && second != winner;
   if (!__any_sync(full_warp_mask, ran_dry)) return true;
-  topk_key third = empty_topk_key;  // the largest key below the second
+  Key third = Key(0);  // the largest key below the second
   FRUGAL_UNROLL
   for (int i = 0; i < N; ++i) third = key_greater(items[i], third) && key_greater(second, items[i]) ? items[i] : third;
   return !__any_sync(full_warp_mask, ran_dry && key_greater(third, winner));
@@ -154,28 +163,30 @@ FRUGAL_DEVICE bool select_from_best_two(const topk_key (&items)[N], topk_key fir
 
 //! Selects the `k` largest keys held by the calling logical warp (Width lanes, a power of two;
 //! several logical warps of one warp select independently). Lane r < k of the logical warp
-//! returns the r-th largest key (r = 0 is the largest); other lanes return empty_topk_key, as do
+//! returns the r-th largest key (r = 0 is the largest); other lanes return the empty key 0, as do
 //! ranks beyond the number of non-empty keys. Requires k <= Width; every lane of the warp must
-//! call it with the same k. `items` is consumed (its contents afterwards are unspecified).
+//! call it with the same k. `items` is consumed (its contents afterwards are unspecified). Keys
+//! are topk_key, or compact_topk_key where values and indices fit in 32 bits (half the work).
 //!
-//! Algorithm: k rounds, each a warp max of the lanes' best keys (two redux.sync on a full warp
-//! from sm_80, a butterfly otherwise). Keys are distinct, so exactly one lane owns the winner and
+//! Algorithm: k rounds, each a warp max of the lanes' best keys (redux.sync on a full warp from
+//! sm_80, a butterfly otherwise). Keys are distinct, so exactly one lane owns the winner and
 //! refills its best key. When k <= Width / 4 the rounds first run over each lane's two largest
 //! keys only, which is exact unless a lane holds three of the k results (about 3% of random rows
-//! for k = 8 of 256, every row of equal keys); the warp then falls back to the full selection: the refill is a register shift when the lane
-//! sorted its keys first (a sorting network, registers only) or a rescan of its keys otherwise;
-//! the sort is chosen when k rounds of rescans would cost more than sorting once (k >= 3 for 8
-//! keys per lane, k >= 8 for 32).
-template <int ItemsPerLane, int Width = 32>
-FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
+//! for k = 8 of 256, every row of equal keys); the warp then falls back to the full selection:
+//! the refill is a register shift when the lane sorted its keys first (a sorting network,
+//! registers only) or a rescan of its keys otherwise; the sort is chosen when k rounds of
+//! rescans would cost more than sorting once (k >= 3 for 8 keys per lane, k >= 8 for 32).
+template <int ItemsPerLane, int Width = 32, class Key>
+FRUGAL_DEVICE Key warp_topk(Key (&items)[ItemsPerLane], int k) {
   static_assert(ItemsPerLane >= 1 && ItemsPerLane * 32 <= warp_topk_max_items,
                 "frugal::warp_topk: ItemsPerLane must be in [1, 32] (at most 1024 values per warp)");
+  static_assert(detail::is_topk_key_type<Key>, "frugal::warp_topk: keys must be topk_key or compact_topk_key");
   FRUGAL_CHECK_LOGICAL_WARP(Width);
   const int lane = int(lane_index()) % Width;
   if constexpr (ItemsPerLane >= 3) {
     // k is the same in every lane, and select_from_best_two's answer too: the warp stays converged.
     if (k * 4 <= Width) {
-      topk_key first, second, mine;
+      Key first, second, mine;
       detail::best_two_keys(items, first, second);
       if (detail::select_from_best_two<ItemsPerLane, Width>(items, first, second, k, lane, mine)) return mine;
     }
@@ -184,7 +195,7 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
   // than in a shift. k is the same in every lane, so the choice is too.
   constexpr int sort_cost = 6 * detail::merge_network<ItemsPerLane>::size;
   const bool sorted = k * 5 * ItemsPerLane > sort_cost;
-  topk_key best;
+  Key best;
   if (sorted) {
     detail::sort_keys_descending(items);
     best = items[0];
@@ -194,13 +205,13 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
     for (int i = 1; i < ItemsPerLane; ++i) best = items[i] > best ? items[i] : best;
   }
 
-  topk_key mine = empty_topk_key;
+  Key mine = Key(0);
   // Rounds stay a loop: unrolling k rounds multiplies code size (and compile time) by k.
 #if defined(__CUDA_ARCH__)
 #pragma unroll 1
 #endif
   for (int rank = 0; rank < k; ++rank) {
-    const topk_key winner = detail::warp_max_key<Width>(best);
+    const Key winner = detail::warp_max_key<Width>(best);
     if (lane == rank) mine = winner;
     // Fewer than k keys: the winner is empty and every lane "refills" an empty best, which
     // changes nothing that matters (empty keys stay last).
@@ -209,16 +220,40 @@ FRUGAL_DEVICE topk_key warp_topk(topk_key (&items)[ItemsPerLane], int k) {
         detail::shift_keys_down(items, std::make_index_sequence<std::size_t(ItemsPerLane - 1)>{});
         best = items[0];
       } else {
-        best = empty_topk_key;
+        best = Key(0);
         FRUGAL_UNROLL
         for (int i = 0; i < ItemsPerLane; ++i) {
-          items[i] = items[i] == winner ? empty_topk_key : items[i];
+          items[i] = items[i] == winner ? Key(0) : items[i];
           best = items[i] > best ? items[i] : best;
         }
       }
     }
   }
   return mine;
+}
+
+//! warp_topk over (value, index) pairs: lane r < k gets the index of the r-th largest pair of the
+//! logical warp (values by frugal's order, ties to the lower index); pair i of a lane takes part
+//! when bit i of `valid` is set. ZeroBits > 0 selects on compact_topk_key, for values whose fp32
+//! bits end in that many zeros (exact_float_trailing_zeros) and indices below 2^ZeroBits - 1;
+//! ZeroBits = 0 on topk_key. Lanes at or beyond k, or beyond the number of pairs, get an
+//! unspecified index.
+template <int ZeroBits, int ItemsPerLane, int Width = 32>
+FRUGAL_DEVICE std::uint32_t warp_topk_index(const float (&values)[ItemsPerLane], const std::uint32_t (&indices)[ItemsPerLane],
+                                            unsigned valid, int k) {
+  static_assert(ItemsPerLane <= 32, "frugal::warp_topk_index: at most 32 pairs per lane");
+  if constexpr (ZeroBits > 0) {
+    compact_topk_key keys[ItemsPerLane];
+    FRUGAL_UNROLL
+    for (int i = 0; i < ItemsPerLane; ++i)
+      keys[i] = (valid >> i) & 1u ? make_compact_topk_key<ZeroBits>(values[i], indices[i]) : compact_topk_key(0);
+    return compact_topk_key_index<ZeroBits>(warp_topk<ItemsPerLane, Width>(keys, k));
+  } else {
+    topk_key keys[ItemsPerLane];
+    FRUGAL_UNROLL
+    for (int i = 0; i < ItemsPerLane; ++i) keys[i] = (valid >> i) & 1u ? make_topk_key(values[i], indices[i]) : empty_topk_key;
+    return topk_key_index(warp_topk<ItemsPerLane, Width>(keys, k));
+  }
 }
 
 #endif  // FRUGAL_KERNEL_CODE

@@ -228,8 +228,9 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   // soft-cap, no noise), a value and its expert fit in 32 bits: same order, half the work.
   constexpr int zero_bits = exact_float_trailing_zeros<T>;
   if constexpr (zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits)) {
-    if (plain && params.selection_bias == nullptr) chosen_expert = int(warp_topk_index<zero_bits, Items, W>(v, experts, allowed, K));
-    else chosen_expert = int(warp_topk_index<0, Items, W>(v, experts, allowed, K));
+    const bool compact = plain && params.selection_bias == nullptr;  // the same in every lane
+    chosen_expert = int(compact ? warp_topk_index<zero_bits, Items, W>(v, experts, allowed, K)
+                                : warp_topk_index<0, Items, W>(v, experts, allowed, K));
   } else {
     chosen_expert = int(warp_topk_index<0, Items, W>(v, experts, allowed, K));
   }

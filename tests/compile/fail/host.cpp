@@ -31,6 +31,9 @@ __global__ void kernel(float* out) {
 #if defined(FRUGAL_FAIL_CASE_simt_warp_topk_items)
   frugal::topk_key items[33] = {};
   out[0] = float(frugal::warp_topk(items, 1));
+#elif defined(FRUGAL_FAIL_CASE_simt_warp_topk_key_type)
+  float items[8] = {};
+  out[0] = float(frugal::warp_topk(items, 1));
 #elif defined(FRUGAL_FAIL_CASE_simt_logical_warp_width)
   out[0] = frugal::warp_sum<3>(out[0]);
 #elif defined(FRUGAL_FAIL_CASE_simt_shuffle_size)
@@ -46,6 +49,8 @@ int main() {
   frugal::thread_topk<0> t;
 #elif defined(FRUGAL_FAIL_CASE_thread_topk_k_large)
   frugal::thread_topk<65> t;
+#elif defined(FRUGAL_FAIL_CASE_compact_key_bits)
+  const auto t = frugal::make_compact_topk_key<20>(1.0f, 0u);
 #elif defined(FRUGAL_FAIL_CASE_vector_width)
   frugal::vector<float, 3> t;
 #elif defined(FRUGAL_FAIL_CASE_vector_bytes)

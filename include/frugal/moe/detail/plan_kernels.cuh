@@ -191,6 +191,12 @@ FRUGAL_DEVICE int plan_full_rank(const plan_problem& p, std::int64_t s, int e, i
   return p.tile_counts[e * p.tiles + s / p.tile_slots] + in_tile;
 }
 
+// A slot's index in slot-major order (all first choices, then all second choices...): the
+// expanded row index of the TensorRT-LLM layout, and slot_major's drop order.
+FRUGAL_DEVICE std::int64_t plan_expanded_index(const plan_problem& p, std::int64_t s) {
+  return (s % p.k) * p.tokens + s / p.k;
+}
+
 // ---- phase 3 (by_priority) ----------------------------------------------------------------------
 template <class IdT>
 FRUGAL_DEVICE void plan_sort(const IdT* ids, const plan_problem& p, plan_shared& sm, std::int64_t first,
@@ -212,8 +218,7 @@ FRUGAL_DEVICE topk_key plan_priority(const plan_problem& p, const float* weights
   const std::uint32_t flat = std::uint32_t(s);
   switch (p.params.policy) {
     case drop_policy::slot_major: {
-      const std::int64_t expanded = (s % p.k) * p.tokens + s / p.k;
-      return (topk_key(1) << 32) | topk_key(0xffffffffu - std::uint32_t(expanded));
+      return (topk_key(1) << 32) | topk_key(0xffffffffu - std::uint32_t(plan_expanded_index(p, s)));
     }
     case drop_policy::weight_priority: return make_topk_key(weights[s], flat);
     case drop_policy::random: {
@@ -308,7 +313,7 @@ FRUGAL_DEVICE void plan_maps(const IdT* ids, const plan_problem& p, const plan_o
       r = plan_full_rank(p, s, e, r);
       if (p.capacity > 0 && r >= p.capacity) r = -1;
     }
-    const std::int64_t expanded = (s % p.k) * p.tokens + s / p.k;
+    const std::int64_t expanded = plan_expanded_index(p, s);
     const std::int32_t row = r >= 0 ? sm.offsets[e] + r : -1;
     if (out.slot_to_row) out.slot_to_row[s] = row;
     if (out.expanded_to_row) out.expanded_to_row[expanded] = row;

@@ -8,7 +8,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -95,6 +97,60 @@ TEST_CASE("softmax rules: NaN takes nothing, +inf shares, all -inf is degenerate
   s.sum = moe::softmax_term(2.0f, 2.0f) + moe::softmax_term(0.0f, 2.0f) + moe::softmax_term(nan, 2.0f);
   CHECK(s.probability(nan) == 0.0f);
   CHECK(s.probability(2.0f) == doctest::Approx(1.0 / (1.0 + std::exp(-2.0))));
+}
+
+TEST_CASE("normaliser_term is e^d within 3 ulp on [-104, 0], and its sum within the rounding of the sum") {
+  // On the GPU an ex2 of d * log2 e (2 ulp, plus the rounding of the product), here exp2f:
+  // both against double exp. The terms near the max carry the sum, and there the product's
+  // rounding is small.
+  for (float d = -104.0f; d <= 0.0f; d += 0.001953125f) {
+    const double exact = std::exp(double(d));
+    const float term = moe::normaliser_term(d);
+    if (exact < 1e-30) continue;  // subnormal results (flushed on the GPU) never move a sum >= 1
+    const double ulp = std::ldexp(1.0, std::ilogb(float(exact)) - 23);
+    REQUIRE(std::fabs(double(term) - exact) <= (3.0 + std::fabs(double(d)) * 1.2) * ulp);
+  }
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int row = 0; row < 200; ++row) {
+    std::vector<float> x(256);
+    for (auto& v : x) v = normal(rng);
+    const float max = *std::max_element(x.begin(), x.end());
+    float fast = 0.0f, exact = 0.0f;
+    double truth = 0.0;
+    for (float v : x) {
+      fast += moe::softmax_term(v, max);
+      exact += std::exp(v - max);
+      truth += std::exp(double(v) - double(max));
+    }
+    REQUIRE(std::fabs(fast - truth) <= 4.0 * std::fabs(exact - truth) + 4e-7 * truth);
+  }
+}
+
+TEST_CASE("insert_top2 and merge_top2 keep the two largest; a NaN counts as -inf") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> pick(0, 7);
+  const float pool[8] = {-inf, -2.0f, -0.0f, 0.0f, 1.0f, 1.0f, 3.5f, nan};
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<float> values(1 + trial % 9);
+    for (auto& v : values) v = pool[pick(rng)];
+    float a1 = -inf, a2 = -inf;
+    for (float v : values) moe::insert_top2(a1, a2, v);
+    std::vector<float> numbers;
+    for (float v : values) numbers.push_back(std::isnan(v) ? -inf : v);
+    std::sort(numbers.begin(), numbers.end(), std::greater<float>());
+    numbers.push_back(-inf);
+    INFO("trial " << trial);
+    REQUIRE(a1 == numbers[0]);  // == : a zero's sign is free (group keys canonicalise it)
+    REQUIRE(a2 == numbers[1]);
+    // Two halves merged give the same pair.
+    float b1 = -inf, b2 = -inf, c1 = -inf, c2 = -inf;
+    for (std::size_t i = 0; i < values.size(); ++i) moe::insert_top2(i % 2 ? b1 : c1, i % 2 ? b2 : c2, values[i]);
+    moe::merge_top2(b1, b2, c1, c2);
+    REQUIRE(b1 == numbers[0]);
+    REQUIRE(b2 == numbers[1]);
+  }
 }
 
 namespace {

@@ -54,39 +54,53 @@ struct softmax_stats {
   }
 };
 
+//! e^d for a term of a softmax normaliser (d = x - max <= 0): exp2f(d * log2 e), one ex2 on the
+//! GPU where expf takes about eight instructions. Its error (2 ulp, plus the rounding of
+//! d * log2 e, small where the terms are large) is of the size of the rounding the sum itself
+//! adds, so the normaliser is as accurate as with expf; the numerators of the weights keep expf.
+FRUGAL_HOST_DEVICE float normaliser_term(float d) { return exp2f(d * 1.44269504088896341f); }
+
 //! The term a logit adds to softmax_stats::sum once `max` is known.
 FRUGAL_HOST_DEVICE float softmax_term(float x, float max) {
-  return (x != x || !(max > -INFINITY) || max == INFINITY) ? 0.0f : std::exp(x - max);
+  return (x != x || !(max > -INFINITY) || max == INFINITY) ? 0.0f : normaliser_term(x - max);
 }
 
 //! softmax_stats of the logits `x` spread over the threads a `reducer` (frugal::warp_reducer or
-//! frugal::block_reduce) combines. Every thread of the reducer must call it.
+//! frugal::block_reduce) combines, given their largest non-NaN logit `max` (-inf when there is
+//! none). Every thread of the reducer must call it.
 //!
 //! Same values as summing softmax_term, arranged for the common row (finite max): every term is
-//! an exp whose NaN (from a NaN logit) fmaxf turns into 0, with no branch per logit, and the +inf
-//! count is only reduced when some row's max is +inf. The branches ask the reducer whether any
-//! of the threads its collectives span needs them, so they stay uniform there.
+//! a normaliser_term whose NaN (from a NaN logit) fmaxf turns into 0, with no branch per logit,
+//! and the +inf count is only reduced when some row's max is +inf. The branches ask the reducer
+//! whether any of the threads its collectives span needs them, so they stay uniform there.
 template <int Items, class Reducer>
-FRUGAL_HOST_DEVICE softmax_stats softmax_stats_of(const float (&x)[Items], Reducer& reducer) {
+FRUGAL_HOST_DEVICE softmax_stats softmax_stats_given_max(const float (&x)[Items], float max, Reducer& reducer) {
   softmax_stats stats;
-  float m = -INFINITY;
-  FRUGAL_UNROLL
-  for (int i = 0; i < Items; ++i) m = fmaxf(m, x[i]);
-  stats.max = reducer.max(m);
-  const bool finite = stats.max > -INFINITY && stats.max < INFINITY;
+  stats.max = max;
+  const bool finite = max > -INFINITY && max < INFINITY;
   if (reducer.any(finite)) {
     float sum = 0.0f;
     FRUGAL_UNROLL
-    for (int i = 0; i < Items; ++i) sum += fmaxf(std::exp(x[i] - stats.max), 0.0f);
+    for (int i = 0; i < Items; ++i) sum += fmaxf(normaliser_term(x[i] - max), 0.0f);
     stats.sum = reducer.sum(finite ? sum : 0.0f);
   }
-  if (reducer.any(stats.max == INFINITY)) {
+  if (reducer.any(max == INFINITY)) {
     float infs = 0.0f;
     FRUGAL_UNROLL
     for (int i = 0; i < Items; ++i) infs += x[i] == INFINITY ? 1.0f : 0.0f;
-    stats.inf_count = reducer.sum(stats.max == INFINITY ? infs : 0.0f);
+    stats.inf_count = reducer.sum(max == INFINITY ? infs : 0.0f);
   }
   return stats;
+}
+
+//! softmax_stats of the logits `x` spread over the threads a `reducer` combines (the max
+//! reduced first). Every thread of the reducer must call it.
+template <int Items, class Reducer>
+FRUGAL_HOST_DEVICE softmax_stats softmax_stats_of(const float (&x)[Items], Reducer& reducer) {
+  float m = -INFINITY;
+  FRUGAL_UNROLL
+  for (int i = 0; i < Items; ++i) m = fmaxf(m, x[i]);
+  return softmax_stats_given_max(x, reducer.max(m), reducer);
 }
 
 //! The score of a (transformed) logit for elementwise and selected-softmax scorings
@@ -110,21 +124,27 @@ FRUGAL_HOST_DEVICE float selection_value(float x, float score, const float* bias
   return x != x ? x : v;  // a NaN logit is never selected before a number, whatever its bias
 }
 
-//! The value a group score is built from: NaN counts as -inf.
-FRUGAL_HOST_DEVICE float group_input(float v) { return v != v ? -INFINITY : v; }
-
 //! Whether group scores sum the top two (true) or take the max (false).
 template <group_score Rule>
 FRUGAL_HOST_DEVICE bool group_uses_top2(const float* bias) {
   return Rule == group_score::top2_sum || (Rule == group_score::automatic && bias != nullptr);
 }
 
-//! Merges (a1 >= a2) with (b1 >= b2) into the two largest of the four.
+//! Merges (a1 >= a2) with (b1 >= b2), none of them NaN, into the two largest of the four.
+//! fminf/fmaxf: one instruction each on the GPU where compare-and-select takes two. (The sign of
+//! a zero may differ from a compare-and-select; group keys canonicalise zeros, so no group
+//! choice does.)
 FRUGAL_HOST_DEVICE void merge_top2(float& a1, float& a2, float b1, float b2) {
-  const float hi = a1 > b1 ? a1 : b1, lo1 = a1 > b1 ? b1 : a1;
-  const float lo2 = a2 > b2 ? a2 : b2;
-  a1 = hi;
-  a2 = lo1 > lo2 ? lo1 : lo2;
+  const float lower = fminf(a1, b1);
+  a1 = fmaxf(a1, b1);
+  a2 = fmaxf(lower, fmaxf(a2, b2));
+}
+
+//! Inserts v into the two largest (a1 >= a2, not NaN); a NaN v counts as -inf (changes nothing).
+FRUGAL_HOST_DEVICE void insert_top2(float& a1, float& a2, float v) {
+  const float lower = v >= a1 ? a1 : v;  // min(a1, v), or NaN, which fmaxf drops like a1 = fmaxf(a1, v) does
+  a1 = fmaxf(a1, v);
+  a2 = fmaxf(a2, lower);
 }
 
 //! The id written for expert `e` under expert parallelism: local id, or not_routed.

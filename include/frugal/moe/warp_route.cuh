@@ -40,11 +40,11 @@ constexpr int route_vector_width() {
 //! The last step of routing, shared by the warp and block paths: lane r < k of a logical warp of
 //! W lanes holds the r-th chosen expert; returns the slot with its final weight (scores of the
 //! chosen experts recomputed from their logits, NaN scores weigh 0, degenerate rows get experts
-//! 0..k-1 with weight 0, then renormalisation and scaling).
-template <class Config, int W, class T, class NoiseT>
+//! 0..k-1 with weight 0, then renormalisation and scaling). For row softmax, `row_stats(x)` gives
+//! the row's softmax_stats, x being the calling lane's chosen logit (lane 0 holds the largest).
+template <class Config, int W, class T, class NoiseT, class RowStats>
 FRUGAL_DEVICE route_slot finish_route(int chosen_expert, const T* row, const NoiseT* noise_row, std::int64_t token,
-                                      bool active, const route_params& params, const softmax_stats& stats,
-                                      bool& degenerate) {
+                                      bool active, const route_params& params, RowStats&& row_stats, bool& degenerate) {
   using S = typename Config::scoring;
   constexpr int K = Config::k;
   const int lane = int(lane_index()) % W;
@@ -64,7 +64,9 @@ FRUGAL_DEVICE route_slot finish_route(int chosen_expert, const T* row, const Noi
     weight = selected.probability(chosen_x);
     degenerate = degenerate || selected.degenerate();
   } else if constexpr (Config::kind == scoring_kind::row_softmax) {
+    const softmax_stats stats = row_stats(chosen_x);
     weight = stats.probability(chosen_x);
+    degenerate = degenerate || stats.degenerate();
   } else {
     weight = elementwise_score<S>(chosen_x);
   }
@@ -131,12 +133,19 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     });
   }
 
-  // 2. Scores and selection values.
+  // 2. Scores and selection values. Without a bias or groups, row softmax selects on the logits
+  //    themselves, so its largest logit is the first chosen one: the statistics wait for the
+  //    selection and skip the max reduction.
   softmax_stats stats;
   float v[Items];
   bool any_number = false;
-  if constexpr (Config::kind == scoring_kind::row_softmax) {
-    warp_reducer<W> reducer;
+  warp_reducer<W> reducer;
+  const bool stats_after_selection = Config::kind == scoring_kind::row_softmax && G == 1 && !params.selection_bias;
+  if (stats_after_selection) {
+    FRUGAL_UNROLL
+    for (int i = 0; i < Items; ++i) v[i] = x[i];
+    degenerate = false;  // finish_route tells, from the statistics
+  } else if constexpr (Config::kind == scoring_kind::row_softmax) {
     stats = softmax_stats_of(x, reducer);
     FRUGAL_UNROLL
     for (int i = 0; i < Items; ++i) {
@@ -171,7 +180,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
         float a1 = -INFINITY, a2 = -INFINITY;
         FRUGAL_UNROLL
         for (int j = 0; j < V; ++j)
-          merge_top2(a1, a2, expert_of(c * V + j) < E ? group_input(v[c * V + j]) : -INFINITY, -INFINITY);
+          insert_top2(a1, a2, expert_of(c * V + j) < E ? v[c * V + j] : -INFINITY);
         FRUGAL_UNROLL
         for (int offset = L / 2; offset > 0; offset /= 2) {
           const float b1 = shfl_xor<W>(a1, offset);
@@ -190,10 +199,10 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
       FRUGAL_UNROLL
       for (int i = 0; i < Items; ++i) {
         const int e = expert_of(i), group = e / EPG;
-        const float gv = e < E ? group_input(v[i]) : -INFINITY;
+        const float gv = e < E ? v[i] : -INFINITY;
         FRUGAL_UNROLL
         for (int g = 0; g < G; ++g)
-          if (group == g) merge_top2(g1[g], g2[g], gv, -INFINITY);
+          if (group == g) insert_top2(g1[g], g2[g], gv);
       }
       float mine = -INFINITY;
       FRUGAL_UNROLL
@@ -235,7 +244,12 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     chosen_expert = int(warp_topk_index<0, Items, W>(v, experts, allowed, K));
   }
 
-  return finish_route<Config, W>(chosen_expert, row, noise_row, token, active, params, stats, degenerate);
+  auto row_stats = [&](float chosen_x) {
+    if (!stats_after_selection) return stats;
+    const float largest = warp_broadcast<W>(chosen_x, 0);
+    return softmax_stats_given_max(x, largest == largest ? largest : -INFINITY, reducer);
+  };
+  return finish_route<Config, W>(chosen_expert, row, noise_row, token, active, params, row_stats, degenerate);
 }
 
 #endif  // FRUGAL_KERNEL_CODE

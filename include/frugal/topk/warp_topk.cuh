@@ -139,10 +139,9 @@ template <int N, int Width, class Key>
 FRUGAL_DEVICE bool select_from_best_two(const Key (&items)[N], Key first, const Key second, int k, int lane, Key& mine) {
   Key next = second, winner = Key(0);
   mine = Key(0);
-  // Two rounds per iteration: a one-round body copies the shifted keys between registers.
-#if defined(__CUDA_ARCH__)
-#pragma unroll 2
-#endif
+  // Fully unrolled where k is a constant after inlining (routing): the loop counter, the test
+  // and the copies of the shifted keys between registers go.
+  FRUGAL_UNROLL
   for (int rank = 0; rank < k; ++rank) {
     winner = warp_max_key<Width>(first);
     if (lane == rank) mine = winner;
@@ -206,9 +205,11 @@ FRUGAL_DEVICE Key warp_topk(Key (&items)[ItemsPerLane], int k) {
   }
 
   Key mine = Key(0);
-  // Rounds stay a loop: unrolling k rounds multiplies code size (and compile time) by k.
+  // Rounds stay a loop where a round refills from several keys: unrolling k rounds multiplies
+  // code size (and compile time) by k. With one key per lane a round is a handful of
+  // instructions, unrolled where k is a constant after inlining (routing's group selection).
 #if defined(__CUDA_ARCH__)
-#pragma unroll 1
+#pragma unroll(ItemsPerLane == 1 ? 32 : 1)
 #endif
   for (int rank = 0; rank < k; ++rank) {
     const Key winner = detail::warp_max_key<Width>(best);

@@ -109,13 +109,13 @@ __global__ void __launch_bounds__(128, 1)
     if constexpr (G > 1) {
       FRUGAL_UNROLL
       for (int i = 0; i < Items; ++i)
-        if (i * B + tid < E) group_values[i * B + tid] = group_input(v[i]);
+        if (i * B + tid < E) group_values[i * B + tid] = v[i];
       __syncthreads();
       if (warp == 0) {
         const bool top2 = group_uses_top2<Config::group_rule>(params.selection_bias) && EPG >= 2;
         float a1 = -INFINITY, a2 = -INFINITY;
         if (lane < G)
-          for (int j = 0; j < EPG; ++j) merge_top2(a1, a2, group_values[lane * EPG + j], -INFINITY);
+          for (int j = 0; j < EPG; ++j) insert_top2(a1, a2, group_values[lane * EPG + j]);
         topk_key group_key[1] = {lane < G ? make_topk_key(top2 ? a1 + a2 : a1, std::uint32_t(lane)) : empty_topk_key};
         const topk_key kept = warp_topk<1, 32>(group_key, Config::topk_groups);
         const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
@@ -142,7 +142,8 @@ __global__ void __launch_bounds__(128, 1)
       for (int j = 0; j < candidates_per_lane; ++j)
         pool[j] = j * 32 + lane < warps * K ? candidates[j * 32 + lane] : empty_topk_key;
       const topk_key chosen = warp_topk<candidates_per_lane, 32>(pool, K);
-      const route_slot slot = finish_route<Config, 32>(int(topk_key_index(chosen)), row, noise_row, t, true, params, stats, degenerate);
+      const route_slot slot = finish_route<Config, 32>(int(topk_key_index(chosen)), row, noise_row, t, true, params,
+                                                      [&](float) { return stats; }, degenerate);
       if (lane < K) write_slot(out, params, tokens, t, K, lane, false, degenerate, slot);
     }
     __syncthreads();  // candidates and group values are rewritten for the next token

@@ -131,7 +131,12 @@ void check_compact_keys(unsigned long long seed) {
     REQUIRE((ca > cb) == (ka > kb));
     REQUIRE((ca == cb) == (ka == kb));
     REQUIRE(frugal::compact_topk_key_index<ZeroBits>(ca) == i);
+    // The value comes back as topk_key_value gives it: exactly, -0.0 as +0.0, a NaN as a NaN.
+    const float back = frugal::compact_topk_key_value<ZeroBits>(ca), full = frugal::topk_key_value(ka);
+    if (std::isnan(a)) REQUIRE((std::isnan(back) && std::isnan(full)));
+    else REQUIRE(std::bit_cast<std::uint32_t>(back) == std::bit_cast<std::uint32_t>(full));
   }
+  REQUIRE(std::isnan(frugal::compact_topk_key_value<ZeroBits>(0u)));  // the empty key
 }
 }  // namespace
 

@@ -48,10 +48,12 @@ FRUGAL_HOST_DEVICE std::uint32_t ordered_bits(float x) {
   return x != x ? 0u : b ^ flip;
 }
 
-//! Inverse of ordered_bits (0 decodes to a quiet NaN, the canonical zero to +0.0).
+//! Inverse of ordered_bits (0 decodes to a NaN, the canonical zero to +0.0). Branch-free: ordered
+//! bits with the top bit set came from a value >= +0.0 (flip it back), the others from a negative
+//! value (flip every bit).
 FRUGAL_HOST_DEVICE float from_ordered_bits(std::uint32_t o) {
-  if (o == 0u) return bit_cast<float>(0x7fc00000u);
-  return bit_cast<float>((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
+  const std::uint32_t nonnegative = std::uint32_t(std::int32_t(o) >> 31);
+  return bit_cast<float>(o ^ (~nonnegative | 0x80000000u));
 }
 
 FRUGAL_HOST_DEVICE topk_key make_topk_key(float value, std::uint32_t index) {
@@ -87,6 +89,17 @@ template <int ZeroBits>
 FRUGAL_HOST_DEVICE std::uint32_t compact_topk_key_index(compact_topk_key key) {
   constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
   return low - (key & low);
+}
+
+//! The value a compact key holds, as topk_key_value gives it (NaN for a NaN, +0.0 for -0.0).
+template <int ZeroBits>
+FRUGAL_HOST_DEVICE float compact_topk_key_value(compact_topk_key key) {
+  constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
+  const std::uint32_t o = key & ~low;
+  // Below the kept bits a negative value's ordered bits were ones (every bit flipped), a
+  // non-negative value's zeros. Branch-free, as from_ordered_bits.
+  const std::uint32_t nonnegative = std::uint32_t(std::int32_t(o) >> 31);
+  return from_ordered_bits(o | (low & ~nonnegative));
 }
 
 FRUGAL_HOST_DEVICE bool key_greater(compact_topk_key a, compact_topk_key b) { return a > b; }

@@ -37,25 +37,32 @@ constexpr int route_vector_width() {
 
 #if FRUGAL_KERNEL_CODE
 
+//! The transformed logit of the calling lane's chosen expert, read back from the row, for lanes
+//! r < k of a logical warp of W lanes (NaN in the others, and without a token).
+template <class Config, int W, class T, class NoiseT>
+FRUGAL_DEVICE float chosen_logit(int chosen_expert, const T* row, const NoiseT* noise_row, std::int64_t token,
+                                 bool active, const route_params& params) {
+  if (int(lane_index()) % W >= Config::k || !active) return NAN;
+  const int e = chosen_expert;
+  return transformed_logit(to_float(row[e]), params, token, e, noise_row ? to_float(noise_row[e]) : NAN);
+}
+
 //! The last step of routing, shared by the warp and block paths: lane r < k of a logical warp of
-//! W lanes holds the r-th chosen expert; returns the slot with its final weight (scores of the
-//! chosen experts recomputed from their logits, NaN scores weigh 0, degenerate rows get experts
-//! 0..k-1 with weight 0, then renormalisation and scaling). For row softmax, `row_stats(x)` gives
-//! the row's softmax_stats, x being the calling lane's chosen logit (lane 0 holds the largest).
-template <class Config, int W, class T, class NoiseT, class RowStats>
-FRUGAL_DEVICE route_slot finish_route(int chosen_expert, const T* row, const NoiseT* noise_row, std::int64_t token,
-                                      bool active, const route_params& params, RowStats&& row_stats, bool& degenerate) {
+//! W lanes holds the r-th chosen expert and its transformed logit `chosen_x`; returns the slot
+//! with its final weight (scores of the chosen experts computed from their logits, NaN scores
+//! weigh 0, degenerate rows get experts 0..k-1 with weight 0, then renormalisation and scaling).
+//! For row softmax, `row_stats(x)` gives the row's softmax_stats, x being the calling lane's
+//! chosen logit (lane 0 holds the largest).
+template <class Config, int W, class RowStats>
+FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const route_params& params, RowStats&& row_stats,
+                                      bool& degenerate) {
   using S = typename Config::scoring;
   constexpr int K = Config::k;
   const int lane = int(lane_index()) % W;
   const bool holds_slot = lane < K;
   route_slot slot;
   slot.expert = holds_slot ? chosen_expert : 0;
-  float chosen_x = NAN;
-  if (holds_slot && active) {
-    const int e = slot.expert;
-    chosen_x = transformed_logit(to_float(row[e]), params, token, e, noise_row ? to_float(noise_row[e]) : NAN);
-  }
+  if (!holds_slot) chosen_x = NAN;
   float weight;
   if constexpr (Config::kind == scoring_kind::selected_softmax) {
     const float held[1] = {holds_slot ? chosen_x : NAN};  // NaN: no term, no max
@@ -232,24 +239,29 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     experts[i] = std::uint32_t(e);
     allowed |= e < E && ((kept_groups >> (e / EPG)) & 1u) ? 1u << i : 0u;
   }
-  int chosen_expert;
+  topk_entry chosen;
   // When the selection values are the 16-bit logits as loaded (a monotone scoring, no bias, no
   // soft-cap, no noise), a value and its expert fit in 32 bits: same order, half the work.
   constexpr int zero_bits = exact_float_trailing_zeros<T>;
   if constexpr (zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits)) {
     const bool compact = plain && params.selection_bias == nullptr;  // the same in every lane
-    chosen_expert = int(compact ? warp_topk_index<zero_bits, Items, W>(v, experts, allowed, K)
-                                : warp_topk_index<0, Items, W>(v, experts, allowed, K));
+    chosen = compact ? warp_topk_entry<zero_bits, Items, W>(v, experts, allowed, K)
+                     : warp_topk_entry<0, Items, W>(v, experts, allowed, K);
   } else {
-    chosen_expert = int(warp_topk_index<0, Items, W>(v, experts, allowed, K));
+    chosen = warp_topk_entry<0, Items, W>(v, experts, allowed, K);
   }
+  const int chosen_expert = int(chosen.index);
+  // Without a bias a monotone scoring selects on the (transformed) logits, so the key holds the
+  // chosen logit (a -0.0 as +0.0): no read back from the row, which is a dependent load.
+  const bool value_is_logit = scoring_is_monotone<S> && params.selection_bias == nullptr;
+  const float chosen_x = value_is_logit ? chosen.value : chosen_logit<Config, W>(chosen_expert, row, noise_row, token, active, params);
 
-  auto row_stats = [&](float chosen_x) {
+  auto row_stats = [&](float lane_logit) {
     if (!stats_after_selection) return stats;
-    const float largest = warp_broadcast<W>(chosen_x, 0);
+    const float largest = warp_broadcast<W>(lane_logit, 0);
     return softmax_stats_given_max(x, largest == largest ? largest : -INFINITY, reducer);
   };
-  return finish_route<Config, W>(chosen_expert, row, noise_row, token, active, params, row_stats, degenerate);
+  return finish_route<Config, W>(chosen_expert, chosen_x, params, row_stats, degenerate);
 }
 
 #endif  // FRUGAL_KERNEL_CODE

@@ -233,28 +233,43 @@ FRUGAL_DEVICE Key warp_topk(Key (&items)[ItemsPerLane], int k) {
   return mine;
 }
 
-//! warp_topk over (value, index) pairs: lane r < k gets the index of the r-th largest pair of the
-//! logical warp (values by frugal's order, ties to the lower index); pair i of a lane takes part
-//! when bit i of `valid` is set. ZeroBits > 0 selects on compact_topk_key, for values whose fp32
-//! bits end in that many zeros (exact_float_trailing_zeros) and indices below 2^ZeroBits - 1;
-//! ZeroBits = 0 on topk_key. Lanes at or beyond k, or beyond the number of pairs, get an
-//! unspecified index.
+//! One chosen (value, index) pair: the index and the value as its key holds it (frugal's
+//! order maps -0.0 to +0.0 and every NaN to one NaN).
+struct topk_entry {
+  std::uint32_t index;
+  float value;
+};
+
+//! warp_topk over (value, index) pairs: lane r < k gets the r-th largest pair of the logical
+//! warp (values by frugal's order, ties to the lower index); pair i of a lane takes part when bit
+//! i of `valid` is set. ZeroBits > 0 selects on compact_topk_key, for values whose fp32 bits end
+//! in that many zeros (exact_float_trailing_zeros) and indices below 2^ZeroBits - 1; ZeroBits = 0
+//! on topk_key. Lanes at or beyond k, or beyond the number of pairs, get an unspecified entry.
 template <int ZeroBits, int ItemsPerLane, int Width = 32>
-FRUGAL_DEVICE std::uint32_t warp_topk_index(const float (&values)[ItemsPerLane], const std::uint32_t (&indices)[ItemsPerLane],
-                                            unsigned valid, int k) {
-  static_assert(ItemsPerLane <= 32, "frugal::warp_topk_index: at most 32 pairs per lane");
+FRUGAL_DEVICE topk_entry warp_topk_entry(const float (&values)[ItemsPerLane], const std::uint32_t (&indices)[ItemsPerLane],
+                                         unsigned valid, int k) {
+  static_assert(ItemsPerLane <= 32, "frugal::warp_topk_entry: at most 32 pairs per lane");
   if constexpr (ZeroBits > 0) {
     compact_topk_key keys[ItemsPerLane];
     FRUGAL_UNROLL
     for (int i = 0; i < ItemsPerLane; ++i)
       keys[i] = (valid >> i) & 1u ? make_compact_topk_key<ZeroBits>(values[i], indices[i]) : compact_topk_key(0);
-    return compact_topk_key_index<ZeroBits>(warp_topk<ItemsPerLane, Width>(keys, k));
+    const compact_topk_key chosen = warp_topk<ItemsPerLane, Width>(keys, k);
+    return {compact_topk_key_index<ZeroBits>(chosen), compact_topk_key_value<ZeroBits>(chosen)};
   } else {
     topk_key keys[ItemsPerLane];
     FRUGAL_UNROLL
     for (int i = 0; i < ItemsPerLane; ++i) keys[i] = (valid >> i) & 1u ? make_topk_key(values[i], indices[i]) : empty_topk_key;
-    return topk_key_index(warp_topk<ItemsPerLane, Width>(keys, k));
+    const topk_key chosen = warp_topk<ItemsPerLane, Width>(keys, k);
+    return {topk_key_index(chosen), topk_key_value(chosen)};
   }
+}
+
+//! warp_topk_entry's index alone.
+template <int ZeroBits, int ItemsPerLane, int Width = 32>
+FRUGAL_DEVICE std::uint32_t warp_topk_index(const float (&values)[ItemsPerLane], const std::uint32_t (&indices)[ItemsPerLane],
+                                            unsigned valid, int k) {
+  return warp_topk_entry<ZeroBits, ItemsPerLane, Width>(values, indices, valid, k).index;
 }
 
 #endif  // FRUGAL_KERNEL_CODE

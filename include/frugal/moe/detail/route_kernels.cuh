@@ -142,8 +142,9 @@ __global__ void __launch_bounds__(128, 1)
       for (int j = 0; j < candidates_per_lane; ++j)
         pool[j] = j * 32 + lane < warps * K ? candidates[j * 32 + lane] : empty_topk_key;
       const topk_key chosen = warp_topk<candidates_per_lane, 32>(pool, K);
-      const route_slot slot = finish_route<Config, 32>(int(topk_key_index(chosen)), row, noise_row, t, true, params,
-                                                      [&](float) { return stats; }, degenerate);
+      const int expert = int(topk_key_index(chosen));
+      const float chosen_x = chosen_logit<Config, 32>(expert, row, noise_row, t, true, params);
+      const route_slot slot = finish_route<Config, 32>(expert, chosen_x, params, [&](float) { return stats; }, degenerate);
       if (lane < K) write_slot(out, params, tokens, t, K, lane, false, degenerate, slot);
     }
     __syncthreads();  // candidates and group values are rewritten for the next token

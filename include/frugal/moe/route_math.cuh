@@ -142,7 +142,7 @@ FRUGAL_HOST_DEVICE void merge_top2(float& a1, float& a2, float b1, float b2) {
 
 //! Inserts v into the two largest (a1 >= a2, not NaN); a NaN v counts as -inf (changes nothing).
 FRUGAL_HOST_DEVICE void insert_top2(float& a1, float& a2, float v) {
-  const float lower = v >= a1 ? a1 : v;  // min(a1, v), or NaN, which fmaxf drops like a1 = fmaxf(a1, v) does
+  const float lower = v >= a1 ? a1 : v;  // min(a1, v); a NaN v stays NaN, and both fmaxf drop it
   a1 = fmaxf(a1, v);
   a2 = fmaxf(a2, lower);
 }

@@ -148,6 +148,40 @@ TEST_CASE("route: noisy top-k is reproducible from the seed") {
   CHECK(i1.download() != i3.download());
 }
 
+namespace {
+// Without a bias (and without groups) row softmax selects on the logits, takes the row max from
+// the first chosen logit and the chosen logits from their selection keys. A bias of zeros forces
+// the other order: statistics first, selection on the probabilities, chosen logits re-read from
+// the row. On distinct random logits both select the same experts, so the weights must agree to
+// the bit (the same max and the same terms summed in the same order).
+template <class Config, class T>
+void check_statistics_orders_agree(bool renormalize, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts, K = Config::k;
+  const std::int64_t tokens = 96;
+  const auto logits = test::make_logits<T>(logits_pattern::random, tokens, E, rng);
+  test::device_buffer<T> d_logits(logits);
+  test::device_buffer<float> zeros(std::vector<float>(E, 0.0f)), w1(tokens * K), w2(tokens * K);
+  test::device_buffer<std::int32_t> i1(tokens * K), i2(tokens * K);
+  moe::route_params p;
+  p.renormalize = renormalize;
+  FRUGAL_REQUIRE_OK(moe::route<Config>(d_logits.data(), moe::route_outputs<>{i1.data(), w1.data()}, tokens, p));
+  p.selection_bias = zeros.data();
+  FRUGAL_REQUIRE_OK(moe::route<Config>(d_logits.data(), moe::route_outputs<>{i2.data(), w2.data()}, tokens, p));
+  test::synchronize();
+  REQUIRE(i1.download() == i2.download());
+  const auto a = w1.download(), b = w2.download();
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+}  // namespace
+
+TEST_CASE("route: softmax statistics after the selection equal those before it, bit for bit") {
+  check_statistics_orders_agree<moe::route_config<256, 8>, __nv_bfloat16>(false, 3050);  // compact keys
+  check_statistics_orders_agree<moe::route_config<256, 8>, __nv_bfloat16>(true, 3051);
+  check_statistics_orders_agree<moe::route_config<160, 6>, float>(false, 3052);  // 64-bit keys
+  check_statistics_orders_agree<moe::route_config<8, 2>, __half>(true, 3053);    // 4 tokens per warp
+}
+
 TEST_CASE("route: bf16 and fp16 logits, int64 ids, bf16 and fp16 weights") {
   test::route_case c;
   c.params.renormalize = true;

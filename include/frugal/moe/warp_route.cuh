@@ -62,10 +62,10 @@ FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const r
   const bool holds_slot = lane < K;
   route_slot slot;
   slot.expert = holds_slot ? chosen_expert : 0;
-  if (!holds_slot) chosen_x = NAN;
+  if (!holds_slot) chosen_x = NAN;  // NaN: no term, no max in the statistics below
   float weight;
   if constexpr (Config::kind == scoring_kind::selected_softmax) {
-    const float held[1] = {holds_slot ? chosen_x : NAN};  // NaN: no term, no max
+    const float held[1] = {chosen_x};
     warp_reducer<W> reducer;
     const softmax_stats selected = softmax_stats_of(held, reducer);
     weight = selected.probability(chosen_x);

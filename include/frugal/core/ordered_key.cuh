@@ -73,16 +73,26 @@ FRUGAL_HOST_DEVICE bool key_greater(topk_key a, topk_key b) {
 }
 
 //! A 32-bit key for values whose fp32 bits end in at least ZeroBits zeros (bf16 converted to fp32:
-//! 16, fp16: 13): the value's ordered bits above them and the index below, in the same order as
-//! topk_key. Selecting on half as many bits halves the selection's work. Index < 2^ZeroBits - 1;
-//! 0 is the empty key.
+//! 16, fp16: 13): the value's bits above them, as an offset-binary number, and the index below,
+//! in the same order as topk_key. Selecting on half as many bits halves the selection's work.
+//! Index < 2^ZeroBits - 1; 0 is the empty key.
+//!
+//! The value field is 2^31 + m for a value >= 0 and 2^31 - m for a negative one (m: the bits of
+//! |value|), so -0.0 and +0.0 meet at 2^31 with no canonicalising add, and a NaN is 2^ZeroBits,
+//! below -inf (2^31 - 0x7f800000). The low ZeroBits bits of m are zero, and so are those of
+//! 2^31 - m: the index adds into them without a mask. Six instructions per value on sm_90.
 using compact_topk_key = std::uint32_t;
 
 template <int ZeroBits>
 FRUGAL_HOST_DEVICE compact_topk_key make_compact_topk_key(float value, std::uint32_t index) {
   static_assert(ZeroBits >= 1 && ZeroBits <= 16, "frugal::make_compact_topk_key: ZeroBits must be in [1, 16]");
   constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
-  return (ordered_bits(value) & ~low) | (low - index);
+  // A NaN takes the bits of the negative "value" of largest magnitude the field holds, which
+  // biases to 2^ZeroBits.
+  const std::uint32_t bits = value != value ? ~low : float_bits(value);
+  const std::uint32_t negative = std::uint32_t(std::int32_t(bits) >> 31);
+  // (m ^ negative) - negative is m or -m.
+  return ((bits & 0x7fffffffu) ^ negative) - negative + (0x80000000u + low - index);
 }
 
 template <int ZeroBits>
@@ -91,15 +101,16 @@ FRUGAL_HOST_DEVICE std::uint32_t compact_topk_key_index(compact_topk_key key) {
   return low - (key & low);
 }
 
-//! The value a compact key holds, as topk_key_value gives it (NaN for a NaN, +0.0 for -0.0).
+//! The value a compact key holds, as topk_key_value gives it (NaN for a NaN and for the empty
+//! key, +0.0 for -0.0).
 template <int ZeroBits>
 FRUGAL_HOST_DEVICE float compact_topk_key_value(compact_topk_key key) {
   constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
-  const std::uint32_t o = key & ~low;
-  // Below the kept bits a negative value's ordered bits were ones (every bit flipped), a
-  // non-negative value's zeros. Branch-free, as from_ordered_bits.
-  const std::uint32_t nonnegative = std::uint32_t(std::int32_t(o) >> 31);
-  return from_ordered_bits(o | (low & ~nonnegative));
+  const std::uint32_t signed_m = (key & ~low) - 0x80000000u;  // m or -m
+  const std::uint32_t negative = std::uint32_t(std::int32_t(signed_m) >> 31);
+  const std::uint32_t m = (signed_m ^ negative) - negative;
+  // The empty key's field, 0, would decode to a magnitude of 2^31.
+  return key > low ? bit_cast<float>(m | (negative & 0x80000000u)) : bit_cast<float>(0x7fc00000u);
 }
 
 FRUGAL_HOST_DEVICE bool key_greater(compact_topk_key a, compact_topk_key b) { return a > b; }

@@ -124,9 +124,16 @@ FRUGAL_DEVICE void best_two_keys(const Key (&a)[N], Key& first, Key& second) {
   FRUGAL_UNROLL
   for (int i = 1; i < N; ++i) {
     const Key x = a[i];
-    const bool above_first = key_greater(x, first), above_second = key_greater(x, second);
-    second = above_second ? (above_first ? first : x) : second;
-    first = above_first ? x : first;
+    if constexpr (sizeof(Key) == 4) {
+      // Three integer min/max on compact keys: the smaller of x and the first competes for second.
+      const Key below = x < first ? x : first;
+      second = below > second ? below : second;
+      first = x > first ? x : first;
+    } else {
+      const bool above_first = key_greater(x, first), above_second = key_greater(x, second);
+      second = above_second ? (above_first ? first : x) : second;
+      first = above_first ? x : first;
+    }
   }
 }
 

@@ -91,6 +91,17 @@ TEST_CASE("route backward: renormalisation, scaling and soft-capping") {
   all_patterns_backward<moe::route_config<96, 8, moe::sqrt_softplus_scoring>>(p, 1100);
 }
 
+TEST_CASE("route backward: renormalisation with epsilon 0") {
+  // The forward leaves the weights of a row whose chosen weights sum to 0 (all -inf sigmoid
+  // logits, degenerate rows) at 0 instead of 0 / 0, and the backward gives such rows a zero
+  // gradient: against the reference on every pattern, nan_rows and neg_inf_rows included.
+  moe::route_params p;
+  p.renormalize = true;
+  p.renormalize_epsilon = 0.0f;
+  all_patterns_backward<moe::route_config<64, 6>>(p, 1150);
+  all_patterns_backward<moe::route_config<64, 6, moe::sigmoid_scoring>>(p, 1160);
+}
+
 TEST_CASE("route backward: DeepSeek-V3 gate with bias and groups, bf16 logits") {
   std::vector<float> bias(256);
   for (int e = 0; e < 256; ++e) bias[std::size_t(e)] = 0.001f * float((e * 37) % 101) - 0.05f;

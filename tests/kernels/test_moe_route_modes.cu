@@ -165,6 +165,9 @@ void check_statistics_orders_agree(bool renormalize, unsigned long long seed) {
   test::device_buffer<std::int32_t> i1(tokens * K), i2(tokens * K);
   moe::route_params p;
   p.renormalize = renormalize;
+  // An epsilon that counts: with the default one, renormalised routing without a bias skips the
+  // row sum (it cancels), which rounds differently from the statistics taken before the selection.
+  p.renormalize_epsilon = 1e-3f;
   FRUGAL_REQUIRE_OK(moe::route<Config>(d_logits.data(), moe::route_outputs<>{i1.data(), w1.data()}, tokens, p));
   p.selection_bias = zeros.data();
   FRUGAL_REQUIRE_OK(moe::route<Config>(d_logits.data(), moe::route_outputs<>{i2.data(), w2.data()}, tokens, p));
@@ -180,6 +183,25 @@ TEST_CASE("route: softmax statistics after the selection equal those before it, 
   check_statistics_orders_agree<moe::route_config<256, 8>, __nv_bfloat16>(true, 3051);
   check_statistics_orders_agree<moe::route_config<160, 6>, float>(false, 3052);  // 64-bit keys
   check_statistics_orders_agree<moe::route_config<8, 2>, __half>(true, 3053);    // 4 tokens per warp
+}
+
+TEST_CASE("route: renormalised softmax skips the row sum only where it cancels") {
+  // The default epsilon cancels (eps E < 2^-24): the weights come from e_r / sum_j e_j. A large
+  // one does not: p_r / (sum_j p_j + eps) needs the row's sum, and skipping it would miss the
+  // reference by far more than the tolerance. With a bias the max may not be chosen: the full
+  // statistics again.
+  const auto bias = random_bias(256, 5);
+  test::route_case c;
+  c.params.renormalize = true;
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3090);
+  all_patterns_with<moe::route_config<8, 2>, float>(c, 3091);
+  c.params.renormalize_epsilon = 1e-3f;
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3092);
+  c.params.renormalize_epsilon = 2.5e-10f;  // 256 eps just above 2^-24
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3093);
+  c.params.renormalize_epsilon = 0.0f;
+  c.params.selection_bias = bias.data();
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3094);
 }
 
 TEST_CASE("route: bf16 and fp16 logits, int64 ids, bf16 and fp16 weights") {

@@ -112,7 +112,8 @@ __global__ void __launch_bounds__(128, 1)
       }
       const float denom = sum + params.renormalize_epsilon;
       FRUGAL_UNROLL
-      for (int j = 0; j < K; ++j) dr[j] = dr[j] / denom - dot / (denom * denom);
+      // A zero denominator left the weights 0 whatever r is (forward): no gradient flows.
+      for (int j = 0; j < K; ++j) dr[j] = denom != 0.0f ? dr[j] / denom - dot / (denom * denom) : 0.0f;
     }
     FRUGAL_UNROLL
     for (int j = 0; j < K; ++j) dr[j] = constant[j] ? 0.0f : dr[j];

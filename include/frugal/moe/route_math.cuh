@@ -54,11 +54,29 @@ struct softmax_stats {
   }
 };
 
-//! e^d for a term of a softmax normaliser (d = x - max <= 0): exp2f(d * log2 e), one ex2 on the
-//! GPU where expf takes about eight instructions. Its error (2 ulp, plus the rounding of
-//! d * log2 e, small where the terms are large) is of the size of the rounding the sum itself
-//! adds, so the normaliser is as accurate as with expf; the numerators of the weights keep expf.
-FRUGAL_HOST_DEVICE float normaliser_term(float d) { return exp2f(d * 1.44269504088896341f); }
+//! e^d for a term of a softmax normaliser (d = x - max <= 0): 2^(d log2 e), one ex2 where expf
+//! takes about eight instructions. Its error (2 ulp, plus the rounding of d * log2 e, small where
+//! the terms are large) is of the size of the rounding the sum itself adds, so the normaliser is
+//! as accurate as with expf; the numerators of the weights keep expf. On the GPU the ex2 flushes
+//! results below 2^-126 to zero (exp2f spends three more instructions on them): such a term
+//! cannot change a sum that holds the max's term, 1, by even half an ulp.
+FRUGAL_HOST_DEVICE float normaliser_term(float d) {
+  const float power = d * 1.44269504088896341f;
+#if defined(__CUDA_ARCH__)
+  float term;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(term) : "f"(power));
+  return term;
+#else
+  return exp2f(power);
+#endif
+}
+
+//! Whether renormalised weights e_r / (sum_j e_j + eps S) of a row whose max is among the chosen
+//! (so sum_j e_j >= 1) equal e_r / sum_j e_j once rounded: eps S <= eps E stays below half an ulp
+//! of 1 (2^-24), so adding it cannot change the rounded denominator.
+FRUGAL_HOST_DEVICE constexpr bool renormalize_ignores_row_sum(float epsilon, int experts) {
+  return epsilon * float(experts) < 5.9604644775390625e-08f;  // 2^-24
+}
 
 //! The term a logit adds to softmax_stats::sum once `max` is known.
 FRUGAL_HOST_DEVICE float softmax_term(float x, float max) {

@@ -83,8 +83,10 @@ FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const r
     weight = 0.0f;
   }
   if (params.renormalize) {
-    const float total = warp_sum<W>(holds_slot ? weight : 0.0f);
-    weight = weight / (total + params.renormalize_epsilon);
+    // A zero denominator (every weight 0 with epsilon 0, as in a degenerate row) leaves the
+    // weights 0 instead of making them 0 / 0.
+    const float denominator = warp_sum<W>(holds_slot ? weight : 0.0f) + params.renormalize_epsilon;
+    weight = denominator != 0.0f ? weight / denominator : 0.0f;
   }
   slot.weight = weight * params.routed_scaling;
   return slot;
@@ -259,6 +261,18 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   auto row_stats = [&](float lane_logit) {
     if (!stats_after_selection) return stats;
     const float largest = warp_broadcast<W>(lane_logit, 0);
+    // Renormalised, the row's sum S cancels: p_r / (sum p_j + eps) = e_r / (sum e_j + eps S),
+    // with e = exp(x - max). The max is chosen, so sum e_j >= 1, and eps S <= eps E: below half
+    // an ulp of it, it cannot change the rounded denominator, and neither can eps. So a sum of 1
+    // gives the same weights, up to the roundings of the two formulas, without the sum over the row.
+    // Asked of the whole warp: the statistics' collectives span every logical warp in it.
+    const bool finite = largest > -INFINITY && largest < INFINITY;
+    if (params.renormalize && renormalize_ignores_row_sum(params.renormalize_epsilon, E) && !reducer.any(!finite)) {
+      softmax_stats without_sum;
+      without_sum.max = largest;
+      without_sum.sum = 1.0f;
+      return without_sum;
+    }
     return softmax_stats_given_max(x, largest == largest ? largest : -INFINITY, reducer);
   };
   return finish_route<Config, W>(chosen_expert, chosen_x, params, row_stats, degenerate);

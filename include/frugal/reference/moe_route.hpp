@@ -157,7 +157,8 @@ std::vector<R> weights(const std::vector<R>& x, const std::vector<R>& s, const s
   if (p.renormalize) {
     R total = 0;
     for (R wj : w) total += wj;
-    for (auto& wj : w) wj = wj / (total + R(p.renormalize_epsilon));
+    const R denominator = total + R(p.renormalize_epsilon);
+    for (auto& wj : w) wj = denominator != R(0) ? wj / denominator : R(0);  // 0 / 0: weights stay 0
   }
   for (auto& wj : w) wj *= R(p.routed_scaling);
   return w;
@@ -258,7 +259,9 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
       for (int j = 0; j < K; ++j) sum += r[std::size_t(j)];
       const R denom = sum + R(p.renormalize_epsilon);
       for (int j = 0; j < K; ++j) dot += dr[std::size_t(j)] * r[std::size_t(j)];
-      for (int j = 0; j < K; ++j) dr[std::size_t(j)] = dr[std::size_t(j)] / denom - dot / (denom * denom);
+      // A zero denominator left the weights 0 whatever r is: no gradient flows.
+      for (int j = 0; j < K; ++j)
+        dr[std::size_t(j)] = denom != R(0) ? dr[std::size_t(j)] / denom - dot / (denom * denom) : R(0);
     }
     for (int j = 0; j < K; ++j)
       if (zeroed[std::size_t(j)]) dr[std::size_t(j)] = 0;

@@ -185,6 +185,75 @@ TEST_CASE("route: softmax statistics after the selection equal those before it, 
   check_statistics_orders_agree<moe::route_config<8, 2>, __half>(true, 3053);    // 4 tokens per warp
 }
 
+namespace {
+// Routes `tokens` rows at once (at large T the device-wide route selects a few tokens per warp
+// and finishes them together) and again in slices of 100 (one token per warp): ids, weights and
+// degenerate counts must agree bit for bit. Every third row is padding.
+template <class Config, class T = __nv_bfloat16>
+void check_batches_agree(logits_pattern pattern, moe::route_params p, std::int64_t tokens, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " pattern " << std::string(test::pattern_name(pattern)) << " tokens " << tokens);
+  const auto logits = test::make_logits<T>(pattern, tokens, E, rng);
+  std::vector<std::uint8_t> mask(std::size_t(tokens), 1);
+  for (std::size_t t = 0; t < mask.size(); t += 3) mask[t] = 0;
+  test::device_buffer<T> d_logits(logits);
+  test::device_buffer<std::uint8_t> d_mask(mask);
+  test::device_buffer<float> d_bias(p.selection_bias ? std::vector<float>(p.selection_bias, p.selection_bias + E) : std::vector<float>{});
+  if (p.selection_bias) p.selection_bias = d_bias.data();
+  test::device_buffer<float> w1(std::size_t(tokens) * K), w2(std::size_t(tokens) * K);
+  test::device_buffer<std::int32_t> i1(std::size_t(tokens) * K), i2(std::size_t(tokens) * K), deg(2);
+  deg.fill_bytes(0);
+  p.row_mask = d_mask.data();
+  FRUGAL_REQUIRE_OK(moe::route<Config>(d_logits.data(), moe::route_outputs<>{i1.data(), w1.data(), nullptr, deg.data()}, tokens, p));
+  for (std::int64_t t0 = 0; t0 < tokens; t0 += 100) {
+    const std::int64_t n = std::min<std::int64_t>(100, tokens - t0);
+    p.row_mask = d_mask.data() + t0;
+    FRUGAL_REQUIRE_OK(moe::route<Config>(d_logits.data() + t0 * E,
+                                         moe::route_outputs<>{i2.data() + t0 * K, w2.data() + t0 * K, nullptr, deg.data() + 1}, n, p));
+  }
+  test::synchronize();
+  REQUIRE(i1.download() == i2.download());
+  const auto a = w1.download(), b = w2.download();
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  const auto counts = deg.download();
+  CHECK(counts[0] == counts[1]);
+}
+
+}  // namespace
+
+TEST_CASE("route: tokens finished in batches at large T equal tokens finished one by one, bit for bit") {
+  // Large enough for the batched kernel (host SIMT reports 4 SMs: 16 batches per SM), and not a
+  // multiple of the batch. Compact keys, 64-bit keys with bias and groups, k = 6 on 8 lanes,
+  // k = 2 on 4 lanes (8 tokens per batch), top-k-then-softmax, k = 1.
+  const auto bias = random_bias(256, 6);
+  moe::route_params plain, renorm;
+  renorm.renormalize = true;
+  renorm.routed_scaling = 2.5f;
+  moe::route_params biased = renorm;
+  biased.selection_bias = bias.data();
+  for (auto pattern : {logits_pattern::random, logits_pattern::specials, logits_pattern::nan_rows}) {
+    const unsigned long long seed = 3060 + 10 * unsigned(pattern);
+    check_batches_agree<moe::route_config<256, 8>>(pattern, plain, 1027, seed);
+    check_batches_agree<moe::route_config<256, 8>>(pattern, renorm, 1027, seed + 1);
+    check_batches_agree<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(pattern, biased, 1027, seed + 2);
+    check_batches_agree<moe::route_config<160, 6>, float>(pattern, renorm, 1027, seed + 3);
+    check_batches_agree<moe::route_config<64, 2, moe::topk_softmax_scoring>, __half>(pattern, plain, 1027, seed + 4);
+    check_batches_agree<moe::route_config<64, 1, moe::sigmoid_scoring>>(pattern, renorm, 1027, seed + 5);
+  }
+}
+
+TEST_CASE("route: at large T every pattern equals the reference (the batched kernel)") {
+  const auto bias = random_bias(256, 7);
+  test::route_case c;
+  c.tokens = 515;
+  all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3070);
+  c.params.selection_bias = bias.data();
+  c.params.renormalize = true;
+  c.params.routed_scaling = 2.5f;
+  all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>, __nv_bfloat16>(c, 3080);
+}
+
 TEST_CASE("route: renormalised softmax skips the row sum only where it cancels") {
   // The default epsilon cancels (eps E < 2^-24): the weights come from e_r / sum_j e_j. A large
   // one does not: p_r / (sum_j p_j + eps) needs the row's sum, and skipping it would miss the

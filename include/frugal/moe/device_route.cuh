@@ -71,17 +71,31 @@ status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t t
     return launch(detail::route_block_kernel<Config, T, IdT, WeightT>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
                   in.logits, in.noise_logits, tokens, params, out);
   } else {
-    constexpr int warps_per_block = 4, tokens_per_block = warps_per_block * (32 / Config::lanes);
-    const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
-    const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
-    const launch_config config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream};
-    constexpr int V = route_vector_width<Config, T>();
+    constexpr int warps_per_block = 4, V = route_vector_width<Config, T>(), batch = detail::route_batch<Config>();
+    auto grid = [&](int tokens_per_warp) {
+      const std::int64_t tokens_per_block = std::int64_t(warps_per_block) * tokens_per_warp;
+      const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
+      const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
+      return launch_config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream};
+    };
     // Rows are V-aligned when the base is (E is a multiple of V); otherwise load one at a time.
-    if (V > 1 && is_aligned(in.logits, V * sizeof(T)))
-      return launch(detail::route_warp_kernel<Config, V, T, IdT, WeightT, warps_per_block>, config, in.logits,
-                    in.noise_logits, tokens, params, out);
-    return launch(detail::route_warp_kernel<Config, 1, T, IdT, WeightT, warps_per_block>, config, in.logits,
-                  in.noise_logits, tokens, params, out);
+    const bool vectors = V > 1 && is_aligned(in.logits, V * sizeof(T));
+    // Batches trade parallelism (one warp per `batch` tokens) for instructions: only where every
+    // SM still gets 16 warps of whole batches. Below, latency matters more than issue.
+    if constexpr (batch > 1) {
+      if (tokens >= std::int64_t(batch) * 16 * sms) {
+        if (vectors)
+          return launch(detail::route_warp_batch_kernel<Config, V, T, IdT, WeightT, warps_per_block, batch>, grid(batch),
+                        in.logits, in.noise_logits, tokens, params, out);
+        return launch(detail::route_warp_batch_kernel<Config, 1, T, IdT, WeightT, warps_per_block, batch>, grid(batch),
+                      in.logits, in.noise_logits, tokens, params, out);
+      }
+    }
+    if (vectors)
+      return launch(detail::route_warp_kernel<Config, V, T, IdT, WeightT, warps_per_block>, grid(32 / Config::lanes),
+                    in.logits, in.noise_logits, tokens, params, out);
+    return launch(detail::route_warp_kernel<Config, 1, T, IdT, WeightT, warps_per_block>, grid(32 / Config::lanes),
+                  in.logits, in.noise_logits, tokens, params, out);
   }
 }
 

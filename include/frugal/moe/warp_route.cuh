@@ -51,11 +51,11 @@ FRUGAL_DEVICE float chosen_logit(int chosen_expert, const T* row, const NoiseT* 
 //! W lanes holds the r-th chosen expert and its transformed logit `chosen_x`; returns the slot
 //! with its final weight (scores of the chosen experts computed from their logits, NaN scores
 //! weigh 0, degenerate rows get experts 0..k-1 with weight 0, then renormalisation and scaling).
-//! For row softmax, `row_stats(x)` gives the row's softmax_stats, x being the calling lane's
-//! chosen logit (lane 0 holds the largest).
-template <class Config, int W, class RowStats>
-FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const route_params& params, RowStats&& row_stats,
-                                      bool& degenerate) {
+//! `row_stats` are the row's softmax statistics (row softmax only; the same in every lane of
+//! the logical warp, as `degenerate` is).
+template <class Config, int W>
+FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const route_params& params,
+                                      const softmax_stats& row_stats, bool& degenerate) {
   using S = typename Config::scoring;
   constexpr int K = Config::k;
   const int lane = int(lane_index()) % W;
@@ -71,9 +71,8 @@ FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const r
     weight = selected.probability(chosen_x);
     degenerate = degenerate || selected.degenerate();
   } else if constexpr (Config::kind == scoring_kind::row_softmax) {
-    const softmax_stats stats = row_stats(chosen_x);
-    weight = stats.probability(chosen_x);
-    degenerate = degenerate || stats.degenerate();
+    weight = row_stats.probability(chosen_x);
+    degenerate = degenerate || row_stats.degenerate();
   } else {
     weight = elementwise_score<S>(chosen_x);
   }
@@ -92,19 +91,23 @@ FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const r
   return slot;
 }
 
-//! Routes one token. Every lane of the warp must call it (lanes of logical warps whose token does
-//! not exist pass active = false and still take part in the shuffles).
-//!
-//! @param row         the token's E logits (any of float, __half, __nv_bfloat16)
-//! @param noise_row   the token's noise-network logits, or nullptr
-//! @param token       the token's index (seeds the noise)
-//! @param active      false for a logical warp without a token
-//! @param degenerate  set (in every lane) when the row is degenerate: ids 0..k-1, weights 0
-//! @tparam VectorWidth logits loaded VectorWidth at a time (row must then be aligned to
-//!         VectorWidth * sizeof(T)); route_vector_width<Config, T> is the widest that applies
+//! What a token's selection leaves for its weights (finish_route): in lane r < k of the logical
+//! warp the r-th chosen expert and its transformed logit; the row's softmax statistics (row
+//! softmax) and whether the row is degenerate, the same in every lane of the logical warp.
+struct route_choice {
+  int expert = 0;
+  float x = NAN;
+  softmax_stats stats;
+  bool degenerate = false;
+};
+
+//! The selection half of warp_route (same arguments): scores, bias, groups, top-k, and the row
+//! statistics the weights need. finish_route turns it into the slot; a kernel may run it on
+//! several tokens first and finish them together, k lanes each (the device-wide route does at
+//! large T).
 template <class Config, int VectorWidth = 1, class T, class NoiseT = T>
-FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
-                                    const route_params& params, bool& degenerate) {
+FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
+                                             const route_params& params) {
   static_assert(!Config::block_path, "frugal::moe::warp_route: NumExperts > 1024 routes with one block per token");
   using S = typename Config::scoring;
   constexpr int E = Config::experts, K = Config::k, W = Config::lanes, Items = Config::items;
@@ -146,6 +149,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
   //    themselves, so its largest logit is the first chosen one: the statistics wait for the
   //    selection and skip the max reduction.
   softmax_stats stats;
+  bool degenerate;
   float v[Items];
   bool any_number = false;
   warp_reducer<W> reducer;
@@ -260,7 +264,7 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
 
   auto row_stats = [&](float lane_logit) {
     if (!stats_after_selection) return stats;
-    const float largest = warp_broadcast<W>(lane_logit, 0);
+    const float largest = warp_broadcast<W>(lane_logit, 0);  // lane 0 holds the largest chosen logit
     // Renormalised, the row's sum S cancels: p_r / (sum p_j + eps) = e_r / (sum e_j + eps S),
     // with e = exp(x - max). The max is chosen, so sum e_j >= 1, and eps S <= eps E: below half
     // an ulp of it, it cannot change the rounded denominator, and neither can eps. So a sum of 1
@@ -275,7 +279,30 @@ FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::
     }
     return softmax_stats_given_max(x, largest == largest ? largest : -INFINITY, reducer);
   };
-  return finish_route<Config, W>(chosen_expert, chosen_x, params, row_stats, degenerate);
+  route_choice choice;
+  choice.expert = chosen_expert;
+  choice.x = chosen_x;
+  if constexpr (Config::kind == scoring_kind::row_softmax) choice.stats = row_stats(chosen_x);
+  choice.degenerate = degenerate;
+  return choice;
+}
+
+//! Routes one token. Every lane of the warp must call it (lanes of logical warps whose token does
+//! not exist pass active = false and still take part in the shuffles).
+//!
+//! @param row         the token's E logits (any of float, __half, __nv_bfloat16)
+//! @param noise_row   the token's noise-network logits, or nullptr
+//! @param token       the token's index (seeds the noise)
+//! @param active      false for a logical warp without a token
+//! @param degenerate  set (in every lane) when the row is degenerate: ids 0..k-1, weights 0
+//! @tparam VectorWidth logits loaded VectorWidth at a time (row must then be aligned to
+//!         VectorWidth * sizeof(T)); route_vector_width<Config, T> is the widest that applies
+template <class Config, int VectorWidth = 1, class T, class NoiseT = T>
+FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
+                                    const route_params& params, bool& degenerate) {
+  const route_choice choice = warp_route_select<Config, VectorWidth>(row, noise_row, token, active, params);
+  degenerate = choice.degenerate;
+  return finish_route<Config, Config::lanes>(choice.expert, choice.x, params, choice.stats, degenerate);
 }
 
 #endif  // FRUGAL_KERNEL_CODE

@@ -31,6 +31,56 @@ FRUGAL_DEVICE void write_slot(const route_outputs<IdT, WeightT>& out, const rout
   if (r == 0 && degenerate && !padding && out.degenerate_rows) atomicAdd(out.degenerate_rows, 1);
 }
 
+// Tokens a warp selects one after the other before finishing them together, 32 / Batch lanes
+// each (at least k): the weights, the renormalisation and the stores cost about as much as a
+// token's whole selection does per logit, and k of 32 lanes would do them alone. Only for full
+// warps per token (E >= 32) and k <= 8: up to 8 tokens per batch.
+template <class Config>
+constexpr int route_batch() {
+  int lanes_per_token = 4;
+  while (lanes_per_token < Config::k) lanes_per_token *= 2;
+  return Config::lanes == 32 && lanes_per_token <= 8 ? 32 / lanes_per_token : 1;
+}
+
+// The warp path at large T: each warp selects Batch tokens in turn (warp_route_select, a full
+// warp each), parks token j's choice in lanes [j L, j L + L) (L = 32 / Batch, lane j L + r holds
+// slot r), then finishes all of them at once on logical warps of L lanes.
+template <class Config, int VectorWidth, class T, class IdT, class WeightT, int WarpsPerBlock, int Batch>
+__global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
+    route_warp_batch_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
+                            route_params params, route_outputs<IdT, WeightT> out) {
+  static_assert(Config::lanes == 32 && Batch >= 2 && 32 % Batch == 0 && 32 / Batch >= Config::k,
+                "frugal::moe::route: a batch finishes each token on at least k lanes");
+  constexpr int L = 32 / Batch, E = Config::experts;
+  const int lane = int(threadIdx.x % 32), parked = lane / L, r = lane % L;
+  const std::int64_t first = (std::int64_t(blockIdx.x) * WarpsPerBlock + threadIdx.x / 32) * Batch;
+  const std::int64_t stride = std::int64_t(gridDim.x) * WarpsPerBlock * Batch;
+  for (std::int64_t base = first; base < tokens; base += stride) {
+    route_choice mine;  // of token base + parked, slot r
+    const int count = tokens - base < Batch ? int(tokens - base) : Batch;  // the same in every lane
+    for (int j = 0; j < count; ++j) {
+      const std::int64_t t = base + j;
+      const bool active = !(params.row_mask && params.row_mask[t] == 0);
+      const route_choice choice = warp_route_select<Config, VectorWidth>(
+          logits + (active ? t : 0) * E, noise_logits ? noise_logits + (active ? t : 0) * E : nullptr, t, active, params);
+      const int expert = warp_broadcast<32>(choice.expert, r);  // slot r sits in lane r
+      const float x = warp_broadcast<32>(choice.x, r);
+      if (parked == j) {
+        mine.expert = expert;
+        mine.x = x;
+        mine.stats = choice.stats;
+        mine.degenerate = choice.degenerate;
+      }
+    }
+    const std::int64_t t = base + parked;
+    const bool exists = parked < count;
+    const bool padding = exists && params.row_mask && params.row_mask[t] == 0;
+    bool degenerate = mine.degenerate;
+    const route_slot slot = finish_route<Config, L>(mine.expert, mine.x, params, mine.stats, degenerate);
+    if (exists && r < Config::k) write_slot(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
+  }
+}
+
 template <class Config, int VectorWidth, class T, class IdT, class WeightT, int WarpsPerBlock>
 __global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
     route_warp_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
@@ -144,7 +194,7 @@ __global__ void __launch_bounds__(128, 1)
       const topk_key chosen = warp_topk<candidates_per_lane, 32>(pool, K);
       const int expert = int(topk_key_index(chosen));
       const float chosen_x = chosen_logit<Config, 32>(expert, row, noise_row, t, true, params);
-      const route_slot slot = finish_route<Config, 32>(expert, chosen_x, params, [&](float) { return stats; }, degenerate);
+      const route_slot slot = finish_route<Config, 32>(expert, chosen_x, params, stats, degenerate);
       if (lane < K) write_slot(out, params, tokens, t, K, lane, false, degenerate, slot);
     }
     __syncthreads();  // candidates and group values are rewritten for the next token

@@ -92,8 +92,42 @@ float weight_tolerance(float reference) {
   return rel * std::fabs(reference) + 1e-6f;
 }
 
+//! Whether a token's device ids differ from the reference's only where two experts' selection
+//! values (as the reference computes them) lie within a few ulps: on the GPU, expf and the
+//! other fp32 transcendental functions differ from the host library's by an ulp or two, so
+//! such experts may come out in either order when selection runs on computed scores (a bias, a
+//! score that is not the logit). Selection on the logits themselves must be exact everywhere, and
+//! host SIMT runs the very functions of the reference: there the ids must be equal, and this is
+//! never asked.
+template <class Config, class T>
+bool ids_differ_by_near_ties(const T* row, const T* noise_row, std::int64_t token, const moe::route_params& p,
+                             const int* device_ids, const int* reference_ids) {
+  constexpr int E = Config::experts, K = Config::k;
+  for (int j = 0; j < K; ++j) {
+    if (device_ids[j] < 0 || device_ids[j] >= E) return false;
+    for (int i = 0; i < j; ++i)
+      if (device_ids[i] == device_ids[j]) return false;  // ids stay distinct
+  }
+  // Selection on the logits themselves (a monotone scoring without bias) computes nothing: exact.
+  if (moe::scoring_is_monotone<typename Config::scoring> && !p.selection_bias) return false;
+  const auto x = reference::detail::transformed_row<T, float>(row, noise_row, token, E, p);
+  bool degenerate = false;
+  const auto s = reference::detail::scores<Config>(x, degenerate);
+  const auto v = reference::detail::selection_values<Config>(x, s, p);
+  for (int j = 0; j < K; ++j) {
+    const int a = device_ids[j], b = reference_ids[j];
+    if (a == b) continue;
+    if (b < 0 || b >= E) return false;
+    const float va = v[std::size_t(a)], vb = v[std::size_t(b)];
+    if (!(std::fabs(va - vb) <= 2e-6f * std::fmax(std::fabs(va), std::fabs(vb)) + 1e-9f)) return false;
+  }
+  return true;
+}
+
 //! Runs route<Config> on a case and requires ids, source rows and degenerate counts to equal the
-//! reference exactly and weights within weight_tolerance.
+//! reference exactly and weights within weight_tolerance. On the GPU a token whose ids differ
+//! only by near ties (ids_differ_by_near_ties, global ids only) is accepted and its weights not
+//! compared; at most 1% of the tokens may be.
 template <class Config, class T = float, class IdT = std::int32_t, class W = float>
 void check_route(const route_case& c, unsigned long long seed) {
   FRUGAL_SEEDED_RNG(rng, seed);
@@ -135,15 +169,36 @@ void check_route(const route_case& c, unsigned long long seed) {
   const auto weights = d_weights.download();
   const auto rows = d_rows.download();
   CHECK(d_degenerate.download()[0] == ref.degenerate_rows);
+  std::vector<bool> near_tie_tokens(std::size_t(c.tokens), false);
+#if !defined(FRUGAL_HOST_SIMT)
+  const bool global_ids = c.params.local_expert_end < 0 && !c.params.expert_map;
+  int near_ties = 0;
+  for (std::int64_t t = 0; global_ids && t < c.tokens; ++t) {
+    int device_ids[K];
+    bool same = true;
+    for (int j = 0; j < K; ++j) {
+      device_ids[j] = int(ids[std::size_t(t * K + j)]);
+      same = same && device_ids[j] == ref.ids[std::size_t(t * K + j)];
+    }
+    if (same) continue;
+    const T* noise_row = c.with_noise_logits ? noise_logits.data() + t * E : nullptr;
+    if (ids_differ_by_near_ties<Config>(logits.data() + t * E, noise_row, t, c.params, device_ids, ref.ids.data() + t * K)) {
+      near_tie_tokens[std::size_t(t)] = true;
+      ++near_ties;
+    }
+  }
+  CHECK(near_ties * 100 <= c.tokens);
+#endif
   for (std::size_t i = 0; i < ids.size(); ++i) {
     INFO("token " << i / K << " slot " << i % K);
+    if (c.with_source_rows) REQUIRE(rows[i] == ref.source_rows[i]);
+    if (near_tie_tokens[i / K]) continue;
     if (std::int64_t(ids[i]) != ref.ids[i])
       FAIL("expert " << ids[i] << " vs reference " << ref.ids[i] << " (token " << i / K << " slot " << i % K << ")");
     const float w = to_float(weights[i]), rw = ref.weights[i];
     if (!(w == rw || std::fabs(w - rw) <= weight_tolerance<W>(rw)))
       FAIL("weight " << w << " vs reference " << rw << " (token " << i / K << " slot " << i % K << ", expert "
                      << ids[i] << ")");
-    if (c.with_source_rows) REQUIRE(rows[i] == ref.source_rows[i]);
   }
 }
 

@@ -3,7 +3,9 @@
 #include <frugal/moe/expert_choice.cuh>
 #include <frugal/reference/moe_expert_choice.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 
 #include "moe_route_support.hpp"
 
@@ -42,12 +44,54 @@ void check_expert_choice(logits_pattern pattern, std::int64_t tokens, int capaci
                                                                                 per_token.data()},
                                                      p));
   test::synchronize();
-  CHECK(ids.download() == ref.token_ids);
-  CHECK(per_token.download() == ref.experts_per_token);
+  const auto got = ids.download();
+  const auto got_per_token = per_token.download();
   const auto w = weights.download();
-  for (std::size_t i = 0; i < w.size(); ++i)
-    if (!(w[i] == ref.weights[i] || std::fabs(w[i] - ref.weights[i]) <= 3e-5f * std::fabs(ref.weights[i]) + 1e-7f))
-      FAIL("weight " << w[i] << " vs " << ref.weights[i] << " at slot " << i);
+  // On the GPU an expert's last place may go to either of two tokens whose scores lie within a
+  // few ulps (the GPU's expf is not the host's); host SIMT runs the reference's very functions
+  // and must agree exactly. Such an expert (one swapped pair at most, and at most one expert in
+  // 64, at least one) is checked by the scores, and its tokens' counts and weights are not
+  // compared.
+  std::vector<bool> near_tie_expert(std::size_t(E), false), near_tie_token(std::size_t(tokens), false);
+#if !defined(FRUGAL_HOST_SIMT)
+  int near_tie_experts = 0;
+  for (int e = 0; e < E; ++e) {
+    const auto first = std::size_t(e) * capacity;
+    std::vector<int> mine(got.begin() + first, got.begin() + first + capacity);
+    std::vector<int> theirs(ref.token_ids.begin() + first, ref.token_ids.begin() + first + capacity);
+    if (mine == theirs) continue;
+    float last = INFINITY;  // the reference's smallest chosen score
+    for (int j = 0; j < capacity; ++j)
+      if (theirs[std::size_t(j)] >= 0) last = std::fmin(last, ref.weights[first + std::size_t(j)]);
+    std::sort(mine.begin(), mine.end());  // empty slots (-1) first, then tokens in order
+    std::sort(theirs.begin(), theirs.end());
+    std::vector<int> differ;
+    std::set_symmetric_difference(mine.begin(), mine.end(), theirs.begin(), theirs.end(), std::back_inserter(differ));
+    REQUIRE(differ.size() == 2);  // one token in, one out
+    for (int t : differ) {
+      REQUIRE((t >= 0 && t < tokens));
+      const auto x = reference::detail::transformed_row<T, float>(logits.data() + t * E, (const T*)nullptr, t, E, params);
+      bool degenerate = false;
+      const float score = reference::detail::scores<Config>(x, degenerate)[std::size_t(e)];
+      REQUIRE(std::fabs(score - last) <= 2e-6f * std::fabs(last) + 1e-9f);
+      near_tie_token[std::size_t(t)] = true;
+    }
+    near_tie_expert[std::size_t(e)] = true;
+    ++near_tie_experts;
+  }
+  CHECK(near_tie_experts <= std::max(1, E / 64));
+#endif
+  for (int e = 0; e < E; ++e)
+    for (int j = 0; j < capacity; ++j) {
+      const std::size_t i = std::size_t(e) * capacity + std::size_t(j);
+      if (near_tie_expert[std::size_t(e)]) continue;
+      if (got[i] != ref.token_ids[i]) FAIL("token " << got[i] << " vs " << ref.token_ids[i] << " at slot " << i);
+      if (!(w[i] == ref.weights[i] || std::fabs(w[i] - ref.weights[i]) <= 3e-5f * std::fabs(ref.weights[i]) + 1e-7f))
+        FAIL("weight " << w[i] << " vs " << ref.weights[i] << " at slot " << i);
+    }
+  for (std::int64_t t = 0; t < tokens; ++t)
+    if (!near_tie_token[std::size_t(t)] && got_per_token[std::size_t(t)] != ref.experts_per_token[std::size_t(t)])
+      FAIL("experts of token " << t << ": " << got_per_token[std::size_t(t)] << " vs " << ref.experts_per_token[std::size_t(t)]);
   const auto o = offsets.download();
   for (int e = 0; e <= E; ++e) REQUIRE(o[std::size_t(e)] == std::int64_t(e) * capacity);
 }

@@ -186,11 +186,22 @@ TEST_CASE("route: softmax statistics after the selection equal those before it, 
 }
 
 namespace {
+// Tokens for which route() takes the batched kernel on this device (16 batches per SM), and 3
+// more: not a multiple of the batch.
+template <class Config>
+std::int64_t batched_tokens() {
+  int sms = 0;
+  FRUGAL_REQUIRE_OK(multiprocessor_count(sms));
+  return std::int64_t(moe::detail::route_batch<Config>()) * 16 * sms + 3;
+}
+
 // Routes `tokens` rows at once (at large T the device-wide route selects a few tokens per warp
 // and finishes them together) and again in slices of 100 (one token per warp): ids, weights and
 // degenerate counts must agree bit for bit. Every third row is padding.
 template <class Config, class T = __nv_bfloat16>
-void check_batches_agree(logits_pattern pattern, moe::route_params p, std::int64_t tokens, unsigned long long seed) {
+void check_batches_agree(logits_pattern pattern, moe::route_params p, unsigned long long seed) {
+  static_assert(moe::detail::route_batch<Config>() > 1, "a configuration routed in batches");
+  const std::int64_t tokens = batched_tokens<Config>();
   FRUGAL_SEEDED_RNG(rng, seed);
   constexpr int E = Config::experts, K = Config::k;
   INFO("E " << E << " k " << K << " pattern " << std::string(test::pattern_name(pattern)) << " tokens " << tokens);
@@ -223,8 +234,8 @@ void check_batches_agree(logits_pattern pattern, moe::route_params p, std::int64
 }  // namespace
 
 TEST_CASE("route: tokens finished in batches at large T equal tokens finished one by one, bit for bit") {
-  // Large enough for the batched kernel (host SIMT reports 4 SMs: 16 batches per SM), and not a
-  // multiple of the batch. Compact keys, 64-bit keys with bias and groups, k = 6 on 8 lanes,
+  // Large enough for the batched kernel on this device (batched_tokens), and not a multiple of
+  // the batch. Compact keys, 64-bit keys with bias and groups, k = 6 on 8 lanes,
   // k = 2 on 4 lanes (8 tokens per batch), top-k-then-softmax, k = 1.
   const auto bias = random_bias(256, 6);
   moe::route_params plain, renorm;
@@ -234,24 +245,45 @@ TEST_CASE("route: tokens finished in batches at large T equal tokens finished on
   biased.selection_bias = bias.data();
   for (auto pattern : {logits_pattern::random, logits_pattern::specials, logits_pattern::nan_rows}) {
     const unsigned long long seed = 3060 + 10 * unsigned(pattern);
-    check_batches_agree<moe::route_config<256, 8>>(pattern, plain, 1027, seed);
-    check_batches_agree<moe::route_config<256, 8>>(pattern, renorm, 1027, seed + 1);
-    check_batches_agree<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(pattern, biased, 1027, seed + 2);
-    check_batches_agree<moe::route_config<160, 6>, float>(pattern, renorm, 1027, seed + 3);
-    check_batches_agree<moe::route_config<64, 2, moe::topk_softmax_scoring>, __half>(pattern, plain, 1027, seed + 4);
-    check_batches_agree<moe::route_config<64, 1, moe::sigmoid_scoring>>(pattern, renorm, 1027, seed + 5);
+    check_batches_agree<moe::route_config<256, 8>>(pattern, plain, seed);
+    check_batches_agree<moe::route_config<256, 8>>(pattern, renorm, seed + 1);
+    check_batches_agree<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(pattern, biased, seed + 2);
+    check_batches_agree<moe::route_config<160, 6>, float>(pattern, renorm, seed + 3);
+    check_batches_agree<moe::route_config<64, 2, moe::topk_softmax_scoring>, __half>(pattern, plain, seed + 4);
+    check_batches_agree<moe::route_config<64, 1, moe::sigmoid_scoring>>(pattern, renorm, seed + 5);
   }
 }
 
 TEST_CASE("route: at large T every pattern equals the reference (the batched kernel)") {
   const auto bias = random_bias(256, 7);
   test::route_case c;
-  c.tokens = 515;
+  c.tokens = batched_tokens<moe::route_config<256, 8>>();
   all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3070);
   c.params.selection_bias = bias.data();
   c.params.renormalize = true;
   c.params.routed_scaling = 2.5f;
   all_patterns_with<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>, __nv_bfloat16>(c, 3080);
+}
+
+TEST_CASE("route tests: the GPU's near-tie rule accepts swaps within a few ulps, nothing else") {
+  // Selection values 1 + 2^-23 and 1 (one ulp apart), then 0.5: the reference picks 1 then 0.
+  using config = moe::route_config<8, 2, moe::identity_scoring>;
+  const std::vector<float> bias(8, 0.0f);
+  moe::route_params p;
+  p.selection_bias = bias.data();
+  const std::vector<float> row = {1.0f, 1.0f + 0x1p-23f, 0.5f, 0.25f, 0.0f, -1.0f, -2.0f, -3.0f};
+  const int reference_ids[2] = {1, 0};
+  const int swapped[2] = {0, 1}, other[2] = {1, 2}, twice[2] = {1, 1}, out_of_range[2] = {1, 8}, repeat[2] = {0, 0};
+  CHECK(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, reference_ids, reference_ids));
+  CHECK(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, swapped, reference_ids));
+  CHECK_FALSE(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, other, reference_ids));
+  CHECK_FALSE(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, twice, reference_ids));
+  CHECK_FALSE(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, out_of_range, reference_ids));
+  const int reference_ids2[2] = {0, 1};  // a device repeat where the reference has the same id
+  CHECK_FALSE(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, repeat, reference_ids2));
+  // Without a bias the selection is on the logits: exact, no tie excused.
+  p.selection_bias = nullptr;
+  CHECK_FALSE(test::ids_differ_by_near_ties<config>(row.data(), (const float*)nullptr, 0, p, swapped, reference_ids));
 }
 
 TEST_CASE("route: renormalised softmax skips the row sum only where it cancels") {

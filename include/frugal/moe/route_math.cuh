@@ -73,9 +73,10 @@ FRUGAL_HOST_DEVICE float normaliser_term(float d) {
 
 //! Whether renormalised weights e_r / (sum_j e_j + eps S) of a row whose max is among the chosen
 //! (so sum_j e_j >= 1) equal e_r / sum_j e_j once rounded: eps S <= eps E stays below half an ulp
-//! of 1 (2^-24), so adding it cannot change the rounded denominator.
+//! of 1 (2^-24), so adding it cannot change the rounded denominator. (route() refuses eps < 0;
+//! for the device functions, which do not check, a negative eps takes the full statistics.)
 FRUGAL_HOST_DEVICE constexpr bool renormalize_ignores_row_sum(float epsilon, int experts) {
-  return epsilon * float(experts) < 5.9604644775390625e-08f;  // 2^-24
+  return epsilon >= 0.0f && epsilon * float(experts) < 5.9604644775390625e-08f;  // 2^-24
 }
 
 //! The term a logit adds to softmax_stats::sum once `max` is known.

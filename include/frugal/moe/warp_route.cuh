@@ -82,8 +82,8 @@ FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const r
     weight = 0.0f;
   }
   if (params.renormalize) {
-    // A zero denominator (every weight 0 with epsilon 0, as in a degenerate row) leaves the
-    // weights 0 instead of making them 0 / 0.
+    // A denominator that sums to exactly 0 (every weight 0 with epsilon 0, as in a degenerate
+    // row; or signed scores that cancel) leaves the weights 0 instead of dividing by 0.
     const float denominator = warp_sum<W>(holds_slot ? weight : 0.0f) + params.renormalize_epsilon;
     weight = denominator != 0.0f ? weight / denominator : 0.0f;
   }

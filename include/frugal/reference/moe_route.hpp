@@ -90,21 +90,28 @@ std::vector<R> scores(const std::vector<R>& x, bool& degenerate) {
   return s;
 }
 
-// The k chosen experts of one token (global ids), by the documented selection rules.
+// The values one token's experts are selected by (fp32): the logit, the score, or score + bias.
 template <class Config, class R>
-std::vector<int> select(const std::vector<R>& x, const std::vector<R>& s, const moe::route_params& p, bool& degenerate) {
+std::vector<float> selection_values(const std::vector<R>& x, const std::vector<R>& s, const moe::route_params& p) {
   using S = typename Config::scoring;
-  constexpr int E = Config::experts, K = Config::k, G = Config::groups, EPG = Config::experts_per_group;
-  std::vector<float> v(static_cast<std::size_t>(E));
-  for (int e = 0; e < E; ++e) {
-    const R xe = x[std::size_t(e)], se = s[std::size_t(e)];
+  std::vector<float> v(x.size());
+  for (std::size_t e = 0; e < x.size(); ++e) {
+    const R xe = x[e], se = s[e];
     R value;
     if (std::isnan(xe)) value = xe;
     else if (p.selection_bias) value = se + R(p.selection_bias[e]);
     else if (moe::scoring_is_monotone<S>) value = xe;
     else value = se;
-    v[std::size_t(e)] = float(value);
+    v[e] = float(value);
   }
+  return v;
+}
+
+// The k chosen experts of one token (global ids), by the documented selection rules.
+template <class Config, class R>
+std::vector<int> select(const std::vector<R>& x, const std::vector<R>& s, const moe::route_params& p, bool& degenerate) {
+  constexpr int E = Config::experts, K = Config::k, G = Config::groups, EPG = Config::experts_per_group;
+  const std::vector<float> v = selection_values<Config>(x, s, p);
   if constexpr (Config::kind != moe::scoring_kind::row_softmax)
     degenerate = std::all_of(v.begin(), v.end(), [](float f) { return std::isnan(f); });
 

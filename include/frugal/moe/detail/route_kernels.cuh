@@ -34,7 +34,7 @@ FRUGAL_DEVICE void write_slot(const route_outputs<IdT, WeightT>& out, const rout
 // Tokens a warp selects one after the other before finishing them together, 32 / Batch lanes
 // each (at least k): the weights, the renormalisation and the stores cost about as much as a
 // token's whole selection does per logit, and k of 32 lanes would do them alone. Only for full
-// warps per token (E >= 32) and k <= 8: up to 8 tokens per batch.
+// warps per token (E > 16) and k <= 8: up to 8 tokens per batch.
 template <class Config>
 constexpr int route_batch() {
   int lanes_per_token = 4;

@@ -144,3 +144,23 @@ TEST_CASE("compact keys order bf16 and fp16 values with their indices exactly as
   check_compact_keys<__nv_bfloat16, 16>(12);
   check_compact_keys<__half, 13>(13);
 }
+
+TEST_CASE("truncated keys never reverse topk_key's order, and keep it where the top 24 bits differ") {
+  std::mt19937_64 rng(14);
+  std::vector<float> xs = special_values();
+  for (int i = 0; i < 3000; ++i) xs.push_back(std::bit_cast<float>(std::uint32_t(rng())));
+  for (int i = 0; i < 300; ++i) xs.push_back(1.0f + float(i % 300) * 0x1p-23f);  // same top 24 bits, in runs
+  for (int n = 0; n < 200000; ++n) {
+    const float a = xs[rng() % xs.size()], b = rng() % 4 == 0 ? a : xs[rng() % xs.size()];
+    const std::uint32_t i = std::uint32_t(rng() % 256), j = std::uint32_t(rng() % 256);
+    const auto ta = frugal::make_truncated_topk_key<8>(a, i), tb = frugal::make_truncated_topk_key<8>(b, j);
+    const auto ka = frugal::make_topk_key(a, i), kb = frugal::make_topk_key(b, j);
+    INFO("a " << a << " i " << i << " b " << b << " j " << j);
+    REQUIRE(ta != 0u);
+    REQUIRE(255u - (ta & 255u) == i);
+    if ((ta >> 8) != (tb >> 8)) REQUIRE((ta > tb) == (ka > kb));  // distinct fields: the exact order
+    if (ka == kb) REQUIRE(ta == tb);
+    // Equal values (frugal's equality: -0.0 == +0.0, NaN == NaN) have equal fields.
+    if (a == b || (std::isnan(a) && std::isnan(b))) REQUIRE((ta >> 8) == (tb >> 8));
+  }
+}

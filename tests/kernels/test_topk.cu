@@ -328,6 +328,57 @@ TEST_CASE("warp_topk on compact 32-bit keys: bf16 values, every path (best two, 
   check_compact_topk<32>(1000, 54);
 }
 
+// warp_topk_entry_truncated on fp32 values (up to 256 columns): the reference's indices, whether
+// the truncated keys decide or the 64-bit keys rerun. `near` rows put 64 values within an ulp-scale
+// band of each other (1 + j 2^-23: the same top 24 bits), so the check must send them to the rerun.
+template <int ItemsPerLane>
+__global__ void truncated_topk_kernel(const float* in, int cols, int k, int* out) {
+  const int lane = int(threadIdx.x % 32), row = int(blockIdx.x);
+  float values[ItemsPerLane];
+  std::uint32_t indices[ItemsPerLane];
+  unsigned valid = 0;
+  for (int i = 0; i < ItemsPerLane; ++i) {
+    const int col = i * 32 + lane;
+    values[i] = col < cols ? in[row * cols + col] : 0.0f;
+    indices[i] = std::uint32_t(col);
+    valid |= col < cols ? 1u << i : 0u;
+  }
+  const frugal::topk_entry e = frugal::warp_topk_entry_truncated<ItemsPerLane>(values, indices, valid, k);
+  out[row * 32 + lane] = lane < k ? int(e.index) : -1;
+}
+
+template <int ItemsPerLane>
+void check_truncated_topk(int cols, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  const int rows = 8;
+  for (int near = 0; near < 2; ++near)
+    for (pattern p : {pattern::random, pattern::ties, pattern::specials, pattern::all_equal, pattern::all_nan})
+      for (int k : {1, 3, 8, 32}) {
+        if (k > cols) continue;
+        INFO("ItemsPerLane " << ItemsPerLane << " cols " << cols << " pattern " << name(p) << " near " << near << " k " << k);
+        auto x = make_input<float>(p, rows, cols, rng);
+        if (near)
+          for (std::size_t i = 0; i < x.size(); i += 2) x[i] = 1.0f + float(rng() % 64) * 0x1p-23f;
+        device_buffer<float> d_x(x);
+        device_buffer<int> d_out(rows * 32);
+        FRUGAL_REQUIRE_OK(frugal::launch(truncated_topk_kernel<ItemsPerLane>, launch_config{dim3(rows), dim3(32)}, d_x.data(),
+                                         cols, k, d_out.data()));
+        frugal::test::synchronize();
+        const auto out = d_out.download();
+        std::vector<float> v(std::size_t(rows) * k);
+        std::vector<std::int32_t> idx(std::size_t(rows) * k);
+        frugal::reference::topk(x.data(), v.data(), idx.data(), rows, cols, k);
+        for (int r = 0; r < rows; ++r)
+          for (int lane = 0; lane < k; ++lane) REQUIRE(out[r * 32 + lane] == idx[std::size_t(r) * k + lane]);
+      }
+}
+
+TEST_CASE("warp_topk_entry_truncated: fp32 values on 24-bit keys, rerun on 64-bit keys where they tie") {
+  check_truncated_topk<1>(20, 61);
+  check_truncated_topk<3>(90, 62);
+  check_truncated_topk<8>(256, 63);
+}
+
 // How often random rows need the rescan (two results in one lane, not the last) and the fallback
 // (three results in one lane): about 47% and 3% for k = 8 of 256. The fallback rate is the cost
 // model's assumption, so it is held to well under 6%.

@@ -83,16 +83,24 @@ FRUGAL_HOST_DEVICE bool key_greater(topk_key a, topk_key b) {
 //! 2^31 - m: the index adds into them without a mask. Six instructions per value on sm_90.
 using compact_topk_key = std::uint32_t;
 
+namespace detail {
+// The value field less its offset 2^31: m or -m (two's complement), and 2^LowBits - 2^31 for a
+// NaN, which takes the bits of the negative "value" of largest magnitude above the low bits.
+// (The callers add 2^31 with their index: one constant per item.)
+template <int LowBits>
+FRUGAL_HOST_DEVICE std::uint32_t signed_magnitude_bits(float value) {
+  constexpr std::uint32_t low = (1u << LowBits) - 1u;
+  const std::uint32_t bits = value != value ? ~low : float_bits(value);
+  const std::uint32_t negative = std::uint32_t(std::int32_t(bits) >> 31);
+  return ((bits & 0x7fffffffu) ^ negative) - negative;  // (m ^ negative) - negative: m or -m
+}
+}  // namespace detail
+
 template <int ZeroBits>
 FRUGAL_HOST_DEVICE compact_topk_key make_compact_topk_key(float value, std::uint32_t index) {
   static_assert(ZeroBits >= 1 && ZeroBits <= 16, "frugal::make_compact_topk_key: ZeroBits must be in [1, 16]");
   constexpr std::uint32_t low = (1u << ZeroBits) - 1u;
-  // A NaN takes the bits of the negative "value" of largest magnitude the field holds, which
-  // biases to 2^ZeroBits.
-  const std::uint32_t bits = value != value ? ~low : float_bits(value);
-  const std::uint32_t negative = std::uint32_t(std::int32_t(bits) >> 31);
-  // (m ^ negative) - negative is m or -m.
-  return ((bits & 0x7fffffffu) ^ negative) - negative + (0x80000000u + low - index);
+  return detail::signed_magnitude_bits<ZeroBits>(value) + (0x80000000u + low - index);
 }
 
 template <int ZeroBits>
@@ -111,6 +119,19 @@ FRUGAL_HOST_DEVICE float compact_topk_key_value(compact_topk_key key) {
   const std::uint32_t m = (signed_m ^ negative) - negative;
   // The empty key's field, 0, would decode to a magnitude of 2^31.
   return key > low ? bit_cast<float>(m | (negative & 0x80000000u)) : bit_cast<float>(0x7fc00000u);
+}
+
+//! A 32-bit key for any fp32 value and an index <= 2^IndexBits - 1: compact_topk_key's encoding
+//! of the value with its low IndexBits bits cleared. Truncation never reverses an order (a
+//! strictly larger field means a strictly larger value), but it ties values that differ only
+//! in those bits, which the index then orders: selection on these keys is exact only where the
+//! winners' fields differ from each other and from every other key's (warp_topk_entry_truncated
+//! checks, and falls back to topk_key). Never 0: a NaN's field is 1.
+template <int IndexBits>
+FRUGAL_HOST_DEVICE compact_topk_key make_truncated_topk_key(float value, std::uint32_t index) {
+  static_assert(IndexBits >= 1 && IndexBits <= 16, "frugal::make_truncated_topk_key: IndexBits must be in [1, 16]");
+  constexpr std::uint32_t low = (1u << IndexBits) - 1u;
+  return ((detail::signed_magnitude_bits<IndexBits>(value) + 0x80000000u) & ~low) | (low - index);
 }
 
 FRUGAL_HOST_DEVICE bool key_greater(compact_topk_key a, compact_topk_key b) { return a > b; }

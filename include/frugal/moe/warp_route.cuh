@@ -245,21 +245,28 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
     experts[i] = std::uint32_t(e);
     allowed |= e < E && ((kept_groups >> (e / EPG)) & 1u) ? 1u << i : 0u;
   }
-  topk_entry chosen;
-  // When the selection values are the 16-bit logits as loaded (a monotone scoring, no bias, no
-  // soft-cap, no noise), a value and its expert fit in 32 bits: same order, half the work.
-  constexpr int zero_bits = exact_float_trailing_zeros<T>;
-  if constexpr (zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits)) {
-    const bool compact = plain && params.selection_bias == nullptr;  // the same in every lane
-    chosen = compact ? warp_topk_entry<zero_bits, Items, W>(v, experts, allowed, K)
-                     : warp_topk_entry<0, Items, W>(v, experts, allowed, K);
-  } else {
-    chosen = warp_topk_entry<0, Items, W>(v, experts, allowed, K);
-  }
-  const int chosen_expert = int(chosen.index);
+  topk_entry chosen{};
   // Without a bias a monotone scoring selects on the (transformed) logits, so the key holds the
   // chosen logit (a -0.0 as +0.0): no read back from the row, which is a dependent load.
   const bool value_is_logit = scoring_is_monotone<S> && params.selection_bias == nullptr;
+  // When the selection values are the 16-bit logits as loaded (a monotone scoring, no bias, no
+  // soft-cap, no noise), a value and its expert fit in 32 bits: same order, half the work.
+  // Computed values (a bias, a score) of up to 256 experts go on 32-bit keys of their top 24
+  // bits first, checked, and on 64-bit keys where the check fails.
+  constexpr int zero_bits = exact_float_trailing_zeros<T>;
+  const bool compact = zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits) && plain && value_is_logit;
+  if constexpr (zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits)) {
+    if (compact) chosen = warp_topk_entry<zero_bits, Items, W>(v, experts, allowed, K);
+  }
+  if (!compact) {
+    if constexpr (E <= 256) {
+      chosen = value_is_logit ? warp_topk_entry<0, Items, W>(v, experts, allowed, K)
+                              : warp_topk_entry_truncated<Items, W>(v, experts, allowed, K);
+    } else {
+      chosen = warp_topk_entry<0, Items, W>(v, experts, allowed, K);
+    }
+  }
+  const int chosen_expert = int(chosen.index);
   const float chosen_x = value_is_logit ? chosen.value : chosen_logit<Config, W>(chosen_expert, row, noise_row, token, active, params);
 
   auto row_stats = [&](float lane_logit) {

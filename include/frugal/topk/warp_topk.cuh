@@ -272,6 +272,47 @@ FRUGAL_DEVICE topk_entry warp_topk_entry(const float (&values)[ItemsPerLane], co
   }
 }
 
+//! warp_topk_entry<0> (any fp32 values, indices <= 255) at about the cost of compact keys where
+//! it can: first on make_truncated_topk_key<8> keys (the top 24 bits of each value), whose
+//! order is the exact one when the k winners' fields strictly decrease and no other key reaches
+//! the k-th winner's field (counted over the warp); otherwise again on topk_key. NaN winners
+//! may share their field: NaNs are equal, ordered by index, which the truncated keys do too.
+//! The entry's value is not returned (NaN): the keys no longer hold it.
+template <int ItemsPerLane, int Width = 32>
+FRUGAL_DEVICE topk_entry warp_topk_entry_truncated(const float (&values)[ItemsPerLane],
+                                                   const std::uint32_t (&indices)[ItemsPerLane], unsigned valid, int k) {
+  static_assert(ItemsPerLane <= 32, "frugal::warp_topk_entry_truncated: at most 32 pairs per lane");
+  constexpr std::uint32_t low = 0xffu, nan_field = 0x100u;
+  compact_topk_key keys[ItemsPerLane], kept[ItemsPerLane];
+  FRUGAL_UNROLL
+  for (int i = 0; i < ItemsPerLane; ++i)
+    kept[i] = keys[i] = (valid >> i) & 1u ? make_truncated_topk_key<8>(values[i], indices[i]) : compact_topk_key(0);
+  const compact_topk_key chosen = warp_topk<ItemsPerLane, Width>(keys, k);
+  const int lane = int(lane_index()) % Width;
+  const std::uint32_t field = chosen & ~low;
+  // Winners r and r + 1 (both numbers) sharing a field may be out of order.
+  const std::uint32_t next_field = warp_broadcast<Width>(field, lane + 1 < Width ? lane + 1 : lane);
+  bool ambiguous = lane + 1 < k && field == next_field && field > nan_field;
+  // Another key reaching the k-th winner's field may belong before it. (An empty k-th winner:
+  // every key was chosen. A NaN k-th winner: every number was.)
+  // The count runs in every logical warp of the warp, whatever its k-th winner: the shuffles
+  // span them all. So does the vote: logical warps fall back together.
+  const std::uint32_t last = warp_broadcast<Width>(field, k - 1);
+  unsigned reaching = 0;
+  FRUGAL_UNROLL
+  for (int i = 0; i < ItemsPerLane; ++i) reaching += kept[i] >= last ? 1u : 0u;
+  unsigned total;
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  if constexpr (Width == 32) total = __reduce_add_sync(full_warp_mask, reaching);
+  else total = warp_sum<Width>(reaching);
+#else
+  total = warp_sum<Width>(reaching);
+#endif
+  ambiguous = ambiguous || (last > nan_field && total != unsigned(k));
+  if (__any_sync(full_warp_mask, ambiguous)) return warp_topk_entry<0, ItemsPerLane, Width>(values, indices, valid, k);
+  return {(low - (chosen & low)), NAN};
+}
+
 //! warp_topk_entry's index alone.
 template <int ZeroBits, int ItemsPerLane, int Width = 32>
 FRUGAL_DEVICE std::uint32_t warp_topk_index(const float (&values)[ItemsPerLane], const std::uint32_t (&indices)[ItemsPerLane],

@@ -254,8 +254,9 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
   // Computed values (a bias, a score) of up to 256 experts go on 32-bit keys of their top 24
   // bits first, checked, and on 64-bit keys where the check fails.
   constexpr int zero_bits = exact_float_trailing_zeros<T>;
-  const bool compact = zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits) && plain && value_is_logit;
-  if constexpr (zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits)) {
+  constexpr bool compact_fits = zero_bits > 0 && scoring_is_monotone<S> && E < (1 << zero_bits);
+  const bool compact = compact_fits && plain && value_is_logit;
+  if constexpr (compact_fits) {
     if (compact) chosen = warp_topk_entry<zero_bits, Items, W>(v, experts, allowed, K);
   }
   if (!compact) {
@@ -269,9 +270,9 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
   const int chosen_expert = int(chosen.index);
   const float chosen_x = value_is_logit ? chosen.value : chosen_logit<Config, W>(chosen_expert, row, noise_row, token, active, params);
 
-  auto row_stats = [&](float lane_logit) {
-    if (!stats_after_selection) return stats;
-    const float largest = warp_broadcast<W>(lane_logit, 0);  // lane 0 holds the largest chosen logit
+  // Row softmax whose statistics waited for the selection: lane 0 holds the largest chosen logit.
+  if (stats_after_selection) {
+    const float largest = warp_broadcast<W>(chosen_x, 0);
     // Renormalised, the row's sum S cancels: p_r / (sum p_j + eps) = e_r / (sum e_j + eps S),
     // with e = exp(x - max). The max is chosen, so sum e_j >= 1, and eps S <= eps E: below half
     // an ulp of it, it cannot change the rounded denominator, and neither can eps. So a sum of 1
@@ -279,17 +280,16 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
     // Asked of the whole warp: the statistics' collectives span every logical warp in it.
     const bool finite = largest > -INFINITY && largest < INFINITY;
     if (params.renormalize && renormalize_ignores_row_sum(params.renormalize_epsilon, E) && !reducer.any(!finite)) {
-      softmax_stats without_sum;
-      without_sum.max = largest;
-      without_sum.sum = 1.0f;
-      return without_sum;
+      stats.max = largest;
+      stats.sum = 1.0f;
+    } else {
+      stats = softmax_stats_given_max(x, largest == largest ? largest : -INFINITY, reducer);
     }
-    return softmax_stats_given_max(x, largest == largest ? largest : -INFINITY, reducer);
-  };
+  }
   route_choice choice;
   choice.expert = chosen_expert;
   choice.x = chosen_x;
-  if constexpr (Config::kind == scoring_kind::row_softmax) choice.stats = row_stats(chosen_x);
+  choice.stats = stats;
   choice.degenerate = degenerate;
   return choice;
 }

@@ -57,6 +57,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
   const std::int64_t stride = std::int64_t(gridDim.x) * WarpsPerBlock * Batch;
   for (std::int64_t base = first; base < tokens; base += stride) {
     route_choice mine;  // of token base + parked, slot r
+    bool padding = false;
     const int count = tokens - base < Batch ? int(tokens - base) : Batch;  // the same in every lane
     for (int j = 0; j < count; ++j) {
       const std::int64_t t = base + j;
@@ -66,6 +67,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
       const int expert = warp_broadcast<32>(choice.expert, r);  // slot r sits in lane r
       const float x = warp_broadcast<32>(choice.x, r);
       if (parked == j) {
+        padding = !active;
         mine.expert = expert;
         mine.x = x;
         mine.stats = choice.stats;
@@ -74,7 +76,6 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, 1)
     }
     const std::int64_t t = base + parked;
     const bool exists = parked < count;
-    const bool padding = exists && params.row_mask && params.row_mask[t] == 0;
     bool degenerate = mine.degenerate;
     const route_slot slot = finish_route<Config, L>(mine.expert, mine.x, params, mine.stats, degenerate);
     if (exists && r < Config::k) write_slot(out, params, tokens, t, Config::k, r, padding, degenerate, slot);

@@ -33,6 +33,15 @@ struct half_tanh_scoring {
 
 enum class logits_pattern { random, ties, specials, all_equal, one_hot, nan_rows, neg_inf_rows };
 
+// A selection bias of `experts` values uniform in [-0.05, 0.05].
+inline std::vector<float> random_bias(int experts, unsigned long long seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  std::vector<float> b(static_cast<std::size_t>(experts));
+  for (auto& v : b) v = u(rng);
+  return b;
+}
+
 inline const char* pattern_name(logits_pattern p) {
   switch (p) {
     case logits_pattern::random: return "random";

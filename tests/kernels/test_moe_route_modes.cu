@@ -24,14 +24,6 @@ void all_patterns_with(test::route_case c, unsigned long long seed) {
   }
 }
 
-std::vector<float> random_bias(int experts, unsigned long long seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
-  std::vector<float> b(static_cast<std::size_t>(experts));
-  for (auto& v : b) v = u(rng);
-  return b;
-}
-
 }  // namespace
 
 TEST_CASE("route scoring: sigmoid, sqrt-softplus, none, top-k-then-softmax, a user functor") {
@@ -45,7 +37,7 @@ TEST_CASE("route scoring: sigmoid, sqrt-softplus, none, top-k-then-softmax, a us
 }
 
 TEST_CASE("route: selection bias changes which experts win, not their weights") {
-  const auto bias = random_bias(256, 1);
+  const auto bias = test::random_bias(256, 1);
   test::route_case c;
   c.params.selection_bias = bias.data();
   all_patterns_with<moe::route_config<256, 8, moe::softmax_scoring>>(c, 700);
@@ -54,7 +46,7 @@ TEST_CASE("route: selection bias changes which experts win, not their weights") 
 }
 
 TEST_CASE("route: DeepSeek-V3 gate (sigmoid, bias, 8 groups, top-4 groups by top-2 sum, top-8, renorm, x2.5)") {
-  const auto bias = random_bias(256, 2);
+  const auto bias = test::random_bias(256, 2);
   test::route_case c;
   c.params.selection_bias = bias.data();
   c.params.renormalize = true;
@@ -70,7 +62,7 @@ TEST_CASE("route: DeepSeek-V3 gate (sigmoid, bias, 8 groups, top-4 groups by top
 }
 
 TEST_CASE("route: group-limited shapes (non-power-of-two groups, 32 groups, small E, explicit rules)") {
-  const auto bias = random_bias(1024, 3);
+  const auto bias = test::random_bias(1024, 3);
   test::route_case c;
   all_patterns_with<moe::route_config<160, 6, moe::softmax_scoring, 8, 3>>(c, 1200);  // 20 experts per group
   all_patterns_with<moe::route_config<64, 8, moe::softmax_scoring, 32, 4>>(c, 1300);  // 2 experts per group
@@ -237,7 +229,7 @@ TEST_CASE("route: tokens finished in batches at large T equal tokens finished on
   // Large enough for the batched kernel on this device (batched_tokens), and not a multiple of
   // the batch. Compact keys, 64-bit keys with bias and groups, k = 6 on 8 lanes,
   // k = 2 on 4 lanes (8 tokens per batch), top-k-then-softmax, k = 1.
-  const auto bias = random_bias(256, 6);
+  const auto bias = test::random_bias(256, 6);
   moe::route_params plain, renorm;
   renorm.renormalize = true;
   renorm.routed_scaling = 2.5f;
@@ -255,7 +247,7 @@ TEST_CASE("route: tokens finished in batches at large T equal tokens finished on
 }
 
 TEST_CASE("route: at large T every pattern equals the reference (the batched kernel)") {
-  const auto bias = random_bias(256, 7);
+  const auto bias = test::random_bias(256, 7);
   test::route_case c;
   c.tokens = batched_tokens<moe::route_config<256, 8>>();
   all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3070);
@@ -291,7 +283,7 @@ TEST_CASE("route: renormalised softmax skips the row sum only where it cancels")
   // one does not: p_r / (sum_j p_j + eps) needs the row's sum, and skipping it would miss the
   // reference by far more than the tolerance. With a bias the max may not be chosen: the full
   // statistics again.
-  const auto bias = random_bias(256, 5);
+  const auto bias = test::random_bias(256, 5);
   test::route_case c;
   c.params.renormalize = true;
   all_patterns_with<moe::route_config<256, 8>, __nv_bfloat16>(c, 3090);
@@ -329,7 +321,7 @@ TEST_CASE("route: logits that are not 16-byte aligned load one element at a time
 }
 
 TEST_CASE("route block path: E = 2048 and 4096") {
-  const auto bias = random_bias(4096, 4);
+  const auto bias = test::random_bias(4096, 4);
   test::route_case c;
   c.tokens = 12;
   all_patterns_with<moe::route_config<2048, 8>>(c, 3500);
@@ -344,7 +336,7 @@ TEST_CASE("route: bitwise deterministic across runs") {
   FRUGAL_SEEDED_RNG(rng, 3900);
   const std::int64_t tokens = 1000;
   const auto logits = test::make_logits<__nv_bfloat16>(logits_pattern::ties, tokens, 256, rng);
-  const auto bias = random_bias(256, 5);
+  const auto bias = test::random_bias(256, 5);
   test::device_buffer<__nv_bfloat16> d_logits(logits);
   test::device_buffer<float> d_bias(bias), w1(tokens * 8), w2(tokens * 8);
   test::device_buffer<std::int32_t> i1(tokens * 8), i2(tokens * 8);

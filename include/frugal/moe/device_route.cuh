@@ -44,6 +44,96 @@ status check_route_arguments(const void* logits, const route_outputs<IdT, Weight
   return status{};
 }
 
+// One kernel of the warp path: Width logits per load, Batch tokens per warp in turn (1: none),
+// scores from a bf16_score_table or not.
+template <class Config, class T, class IdT, class WeightT, int Width, int Batch, bool Table>
+struct route_warp_launch {
+  // A table block fills 32 KB with 8192 scores: 8 warps share each fill.
+  static constexpr int warps_per_block = Table ? 8 : 4;
+  static constexpr int tokens_per_warp = Batch > 1 ? Batch : 32 / Config::lanes;
+  static constexpr auto kernel() {
+    if constexpr (Batch > 1) return route_warp_batch_kernel<Config, Width, T, IdT, WeightT, warps_per_block, Batch, Table>;
+    else return route_warp_kernel<Config, Width, T, IdT, WeightT, warps_per_block, Table>;
+  }
+  // The most blocks worth launching: 16 per SM, or with a table those resident at once (one
+  // fill each).
+  static status max_blocks(int sms, std::int64_t& blocks) {
+    blocks = std::int64_t(sms) * 16;
+    if constexpr (Table) {
+      int resident = 0;
+      FRUGAL_TRY(cooperative_grid_blocks(kernel(), warps_per_block * 32, 0, resident));
+      blocks = resident;
+    }
+    return status{};
+  }
+  static status run(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t tokens, const route_params& params,
+                    cudaStream_t stream, int sms) {
+    std::int64_t blocks = 0;
+    FRUGAL_TRY(max_blocks(sms, blocks));
+    const std::int64_t tokens_per_block = std::int64_t(warps_per_block) * tokens_per_warp;
+    const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
+    if (needed < blocks) blocks = needed;
+    return launch(kernel(), launch_config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream}, in.logits,
+                  in.noise_logits, tokens, params, out);
+  }
+};
+
+// How the warp path runs. `automatic` decides by T and the options; tests ask for each kernel.
+enum class route_warp_path { automatic, one_by_one, batched, one_by_one_tabulated, batched_tabulated };
+
+template <class Config, class T, class IdT, class WeightT>
+status launch_route_warp_path(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t tokens,
+                              const route_params& params, cudaStream_t stream, route_warp_path path) {
+  using S = typename Config::scoring;
+  constexpr int V = route_vector_width<Config, T>(), batch = route_batch<Config>();
+  constexpr bool may_tabulate = route_may_tabulate<Config, T>() && V > 1;
+  int sms = 0;
+  FRUGAL_TRY(multiprocessor_count(sms));
+  // Rows are V-aligned when the base is (E is a multiple of V); otherwise load one at a time.
+  const bool vectors = V > 1 && is_aligned(in.logits, V * sizeof(T));
+  bool batched = path == route_warp_path::batched || path == route_warp_path::batched_tabulated;
+  bool tabulated = path == route_warp_path::one_by_one_tabulated || path == route_warp_path::batched_tabulated;
+  if (batched && batch == 1) return status::invalid("frugal::moe::route: this configuration has no batched path");
+  if (tabulated && !may_tabulate)
+    return status::invalid("frugal::moe::route: a score table needs bf16 logits and an elementwise scoring");
+  if (tabulated && !vectors)
+    return status::misaligned("frugal::moe::route: a score table needs rows aligned to the logits' vector width");
+  if (path == route_warp_path::automatic) {
+    // Batches trade parallelism (one warp per `batch` tokens) for instructions: only where every
+    // SM still gets 16 warps of whole batches. Below, latency matters more than issue.
+    batched = batch > 1 && tokens >= std::int64_t(batch) * 16 * sms;
+    // A table pays where every logit is scored, as loaded (no soft-cap, no noise), and each
+    // resident block routes 64 tokens or more: its fill (8192 sigmoids, about 5600
+    // warp-instructions) costs what the table saves on about 44 rows of the DeepSeek-V3 gate.
+    tabulated = may_tabulate && vectors && (params.selection_bias != nullptr || !scoring_is_monotone<S>) &&
+                !(params.softcap > 0.0f) && params.noise_std == 0.0f;
+    if constexpr (may_tabulate) {
+      if (tabulated) {
+        std::int64_t resident = 0;
+        if (batched) FRUGAL_TRY((route_warp_launch<Config, T, IdT, WeightT, V, batch, true>::max_blocks(sms, resident)));
+        else FRUGAL_TRY((route_warp_launch<Config, T, IdT, WeightT, V, 1, true>::max_blocks(sms, resident)));
+        tabulated = tokens >= resident * 64;
+      }
+    }
+  }
+  if constexpr (may_tabulate) {
+    if (tabulated) {
+      if constexpr (batch > 1) {
+        if (batched) return route_warp_launch<Config, T, IdT, WeightT, V, batch, true>::run(in, out, tokens, params, stream, sms);
+      }
+      return route_warp_launch<Config, T, IdT, WeightT, V, 1, true>::run(in, out, tokens, params, stream, sms);
+    }
+  }
+  if constexpr (batch > 1) {
+    if (batched) {
+      if (vectors) return route_warp_launch<Config, T, IdT, WeightT, V, batch, false>::run(in, out, tokens, params, stream, sms);
+      return route_warp_launch<Config, T, IdT, WeightT, 1, batch, false>::run(in, out, tokens, params, stream, sms);
+    }
+  }
+  if (vectors) return route_warp_launch<Config, T, IdT, WeightT, V, 1, false>::run(in, out, tokens, params, stream, sms);
+  return route_warp_launch<Config, T, IdT, WeightT, 1, 1, false>::run(in, out, tokens, params, stream, sms);
+}
+
 }  // namespace detail
 
 //! Routes every token: scores its E logits (Config::scoring), selects k experts (selection bias,
@@ -64,38 +154,14 @@ status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t t
   static_assert(is_io_float_v<WeightT>, "frugal::moe::route: weights must be float, __half or __nv_bfloat16");
   FRUGAL_TRY(detail::check_route_arguments<Config>(in.logits, out, tokens, params));
   if (tokens == 0) return status{};
-  int sms = 0;
-  FRUGAL_TRY(multiprocessor_count(sms));
   if constexpr (Config::block_path) {
+    int sms = 0;
+    FRUGAL_TRY(multiprocessor_count(sms));
     const std::int64_t blocks = tokens < std::int64_t(sms) * 8 ? tokens : std::int64_t(sms) * 8;
     return launch(detail::route_block_kernel<Config, T, IdT, WeightT>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
                   in.logits, in.noise_logits, tokens, params, out);
   } else {
-    constexpr int warps_per_block = 4, V = route_vector_width<Config, T>(), batch = detail::route_batch<Config>();
-    auto grid = [&](int tokens_per_warp) {
-      const std::int64_t tokens_per_block = std::int64_t(warps_per_block) * tokens_per_warp;
-      const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
-      const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
-      return launch_config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream};
-    };
-    // Rows are V-aligned when the base is (E is a multiple of V); otherwise load one at a time.
-    const bool vectors = V > 1 && is_aligned(in.logits, V * sizeof(T));
-    // Batches trade parallelism (one warp per `batch` tokens) for instructions: only where every
-    // SM still gets 16 warps of whole batches. Below, latency matters more than issue.
-    if constexpr (batch > 1) {
-      if (tokens >= std::int64_t(batch) * 16 * sms) {
-        if (vectors)
-          return launch(detail::route_warp_batch_kernel<Config, V, T, IdT, WeightT, warps_per_block, batch>, grid(batch),
-                        in.logits, in.noise_logits, tokens, params, out);
-        return launch(detail::route_warp_batch_kernel<Config, 1, T, IdT, WeightT, warps_per_block, batch>, grid(batch),
-                      in.logits, in.noise_logits, tokens, params, out);
-      }
-    }
-    if (vectors)
-      return launch(detail::route_warp_kernel<Config, V, T, IdT, WeightT, warps_per_block>, grid(32 / Config::lanes),
-                    in.logits, in.noise_logits, tokens, params, out);
-    return launch(detail::route_warp_kernel<Config, 1, T, IdT, WeightT, warps_per_block>, grid(32 / Config::lanes),
-                  in.logits, in.noise_logits, tokens, params, out);
+    return detail::launch_route_warp_path<Config>(in, out, tokens, params, stream, detail::route_warp_path::automatic);
   }
 }
 

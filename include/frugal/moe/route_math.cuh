@@ -130,16 +130,20 @@ FRUGAL_HOST_DEVICE float elementwise_score(float x) {
   else return x;
 }
 
-//! The value selection ranks an expert by: NaN for a NaN logit; score + bias when a bias is given; otherwise the
-//! logit itself for monotone scorings (same order, no ties made by rounding or saturation), else
-//! the score.
+//! The value selection ranks an expert by (selection_value): NaN for a NaN logit; score + bias
+//! when a bias is given; otherwise the logit itself for monotone scorings (same order, no ties
+//! made by rounding or saturation), else the score. This one is for a logit that is a number.
 //! No branch on the logit (a warp's logits take both sides): the sum is formed, then replaced.
 template <class Scoring>
+FRUGAL_HOST_DEVICE float selection_value_of_number(float x, float score, const float* bias, int expert) {
+  if (bias) return score + bias[expert];
+  if constexpr (scoring_is_monotone<Scoring>) return x;
+  else return score;
+}
+//! selection_value_of_number, for a logit x that may be NaN.
+template <class Scoring>
 FRUGAL_HOST_DEVICE float selection_value(float x, float score, const float* bias, int expert) {
-  float v;
-  if (bias) v = score + bias[expert];
-  else if constexpr (scoring_is_monotone<Scoring>) v = x;
-  else v = score;
+  const float v = selection_value_of_number<Scoring>(x, score, bias, expert);
   return x != x ? x : v;  // a NaN logit is never selected before a number, whatever its bias
 }
 

@@ -12,9 +12,11 @@
 #include <frugal/core/warp.cuh>
 #include <frugal/moe/route_config.cuh>
 #include <frugal/moe/route_math.cuh>
+#include <frugal/moe/score_table.cuh>
 #include <frugal/topk/warp_topk.cuh>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace frugal::moe {
 
@@ -28,7 +30,7 @@ struct route_slot {
 //! The widest vector (at most 16 bytes) that divides both the items per lane and E, so that
 //! each lane's chunks of logits load in single accesses.
 template <class Config, class T>
-constexpr int route_vector_width() {
+FRUGAL_HOST_DEVICE constexpr int route_vector_width() {
   int v = 1;
   while (v * 2 * int(sizeof(T)) <= 16 && (Config::block_path || Config::items % (v * 2) == 0) && Config::experts % (v * 2) == 0)
     v *= 2;
@@ -105,11 +107,14 @@ struct route_choice {
 //! statistics the weights need. finish_route turns it into the slot; a kernel may run it on
 //! several tokens first and finish them together, k lanes each (the device-wide route does at
 //! large T).
-template <class Config, int VectorWidth = 1, class T, class NoiseT = T>
+template <class Config, int VectorWidth = 1, class T, class NoiseT = T, class Table = no_score_table>
 FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
-                                             const route_params& params) {
+                                             const route_params& params, const Table& table = {}) {
   static_assert(!Config::block_path, "frugal::moe::warp_route: NumExperts > 1024 routes with one block per token");
   using S = typename Config::scoring;
+  constexpr bool uses_table = !std::is_same_v<Table, no_score_table>;
+  static_assert(!uses_table || (std::is_same_v<Table, bf16_score_table<S>> && std::is_same_v<T, __nv_bfloat16>),
+                "frugal::moe::warp_route: the score table must be bf16_score_table<Config::scoring>, for bf16 logits");
   constexpr int E = Config::experts, K = Config::k, W = Config::lanes, Items = Config::items;
   constexpr int G = Config::groups, EPG = Config::experts_per_group;
   const int lane = int(lane_index()) % W;
@@ -167,12 +172,37 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
     }
     degenerate = stats.degenerate();
   } else {
-    FRUGAL_UNROLL
-    for (int i = 0; i < Items; ++i) {
-      const int e = expert_of(i);
-      v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
-      any_number = any_number || (e < E && v[i] == v[i]);
+    auto bias_of = [&](int e) { return params.selection_bias && e < E ? params.selection_bias : nullptr; };
+    auto score_by_formula = [&](int i) {
+      v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), bias_of(expert_of(i)), expert_of(i));
+    };
+    bool tabulated = false;
+    if constexpr (uses_table) {
+      // The table holds the scores of the bf16 logits as loaded (plain), where each one is
+      // needed (a bias, or a non-monotone scoring). A warp holding a logit outside it (an
+      // unusual number, a NaN, or a padding row) scores those logits by the formula.
+      tabulated = plain && (params.selection_bias || !scoring_is_monotone<S>);
+      if (tabulated) {
+        bool missed = false;
+        FRUGAL_UNROLL
+        for (int i = 0; i < Items; ++i) {
+          const int e = expert_of(i);
+          missed |= !score_table_holds(x[i]) & (e < E);  // no branch per logit
+          v[i] = selection_value_of_number<S>(x[i], table.at(score_table_entry(x[i])), bias_of(e), e);
+        }
+        if (warp_any<W>(missed)) {
+          FRUGAL_UNROLL
+          for (int i = 0; i < Items; ++i)
+            if (!score_table_holds(x[i])) score_by_formula(i);
+        }
+      }
     }
+    if (!tabulated) {
+      FRUGAL_UNROLL
+      for (int i = 0; i < Items; ++i) score_by_formula(i);
+    }
+    FRUGAL_UNROLL
+    for (int i = 0; i < Items; ++i) any_number = any_number || (expert_of(i) < E && v[i] == v[i]);
     degenerate = !warp_any<W>(any_number);
   }
 
@@ -302,12 +332,14 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
 //! @param token       the token's index (seeds the noise)
 //! @param active      false for a logical warp without a token
 //! @param degenerate  set (in every lane) when the row is degenerate: ids 0..k-1, weights 0
+//! @param table       no_score_table{}, or (bf16 logits, an elementwise scoring) the block's filled
+//!                    bf16_score_table<Config::scoring>: the same results, scores looked up
 //! @tparam VectorWidth logits loaded VectorWidth at a time (row must then be aligned to
 //!         VectorWidth * sizeof(T)); route_vector_width<Config, T> is the widest that applies
-template <class Config, int VectorWidth = 1, class T, class NoiseT = T>
+template <class Config, int VectorWidth = 1, class T, class NoiseT = T, class Table = no_score_table>
 FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
-                                    const route_params& params, bool& degenerate) {
-  const route_choice choice = warp_route_select<Config, VectorWidth>(row, noise_row, token, active, params);
+                                    const route_params& params, bool& degenerate, const Table& table = {}) {
+  const route_choice choice = warp_route_select<Config, VectorWidth>(row, noise_row, token, active, params, table);
   degenerate = choice.degenerate;
   return finish_route<Config, Config::lanes>(choice.expert, choice.x, params, choice.stats, degenerate);
 }

@@ -7,9 +7,6 @@
 // each kernel of the warp path (batches, score table) on the gate, whichever route() would pick.
 #include <frugal/moe/device_route.cuh>
 
-#include <random>
-#include <vector>
-
 #include "support/bench_support.cuh"
 
 namespace {
@@ -28,16 +25,8 @@ void BM_route(benchmark::State& state) {
   frugal::bench::device_vector<__nv_bfloat16> logits(std::size_t(tokens) * E * copies);
   frugal::bench::device_vector<std::int32_t> ids(std::size_t(tokens) * K);
   frugal::bench::device_vector<float> weights(std::size_t(tokens) * K), bias(E);
-  {
-    std::vector<__nv_bfloat16> host(std::size_t(tokens) * E * copies);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal;
-    for (auto& x : host) x = __float2bfloat16(normal(rng));
-    cudaMemcpy(logits.ptr, host.data(), host.size() * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice);
-    std::vector<float> b(E);
-    for (auto& x : b) x = 0.01f * normal(rng);
-    cudaMemcpy(bias.ptr, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice);
-  }
+  frugal::bench::fill_normal(logits.ptr, logits.count, 7);
+  frugal::bench::fill_normal(bias.ptr, std::size_t(E), 8, 0.01f);
   frugal::moe::route_params params;
   if (deepseek) {
     params.selection_bias = bias.ptr;

@@ -5,7 +5,6 @@
 
 #include <cub/device/device_segmented_radix_sort.cuh>
 
-#include <random>
 #include <vector>
 
 #include "support/bench_support.cuh"
@@ -23,11 +22,7 @@ struct topk_problem {
   topk_problem(std::int64_t r, int c, int kk)
       : rows(r), cols(c), k(kk), copies(frugal::bench::rotation_count(std::size_t(r) * c * sizeof(T))),
         logits(std::size_t(r) * c * copies), values(std::size_t(r) * kk), ids(std::size_t(r) * kk) {
-    std::vector<T> host(std::size_t(r) * c * copies);
-    std::mt19937 rng(1);
-    std::normal_distribution<float> normal;
-    for (auto& x : host) x = frugal::from_float<T>(normal(rng));
-    cudaMemcpy(logits.ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+    frugal::bench::fill_normal(logits.ptr, logits.count, 1);
   }
   const T* input(int iteration) const { return logits.ptr + std::size_t(iteration % copies) * rows * cols; }
   double bytes() const { return double(rows) * cols * sizeof(T) + double(rows) * k * (sizeof(T) + 4); }

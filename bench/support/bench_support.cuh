@@ -6,8 +6,12 @@
 
 #include <benchmark/benchmark.h>
 #include <cuda_runtime_api.h>
+#include <frugal/core/launch.cuh>
+#include <frugal/core/numeric.cuh>
+#include <frugal/core/philox.cuh>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -69,6 +73,28 @@ struct device_vector {
   device_vector(const device_vector&) = delete;
   device_vector& operator=(const device_vector&) = delete;
 };
+
+#if defined(__CUDACC__)
+template <class T>
+__global__ void fill_normal_kernel(T* out, std::size_t n, unsigned long long seed, float scale) {
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const philox_words r = philox4x32_10(philox_words{{std::uint32_t(i), std::uint32_t(i >> 32), 0u, 0u}},
+                                         std::uint32_t(seed), std::uint32_t(seed >> 32));
+    out[i] = from_float<T>(scale * normal_from_words(r.v[0], r.v[1]));
+  }
+}
+
+//! Fills `n` elements on the device with `scale` * N(0, 1) samples (Philox under `seed`): the
+//! inputs of the large shapes (hundreds of MB) take milliseconds, where a host generator took
+//! seconds for every repetition of a benchmark.
+template <class T>
+void fill_normal(T* out, std::size_t n, unsigned long long seed, float scale = 1.0f) {
+  if (n == 0) return;
+  (void)launch(fill_normal_kernel<T>, launch_config{dim3(4096), dim3(256)}, out, n, seed, scale);
+  cudaDeviceSynchronize();
+}
+#endif
 
 //! Times `launch(iteration)` with CUDA events on `stream`, one sample per benchmark iteration,
 //! after `warmup` untimed calls, and sets bytes / GB/s / floor-fraction counters.

@@ -4,6 +4,7 @@
 // table equal routes without it, bit for bit, on every kind of row (each of the 65536 bf16
 // values included), in every kernel of the warp path.
 #include <cstring>
+#include <type_traits>
 
 #include "moe_route_support.hpp"
 
@@ -13,6 +14,7 @@ using frugal::test::logits_pattern;
 namespace {
 
 constexpr int bf16_values = 65536;
+using gate = moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>;  // DeepSeek-V3
 
 // The widened bf16 logit of bit pattern u.
 float bf16_logit(std::uint32_t u) { return bit_cast<float>(u << 16); }
@@ -62,21 +64,23 @@ std::vector<__nv_bfloat16> every_bf16_logits(std::int64_t tokens, int experts) {
 using moe::detail::route_warp_path;
 
 // Routes the same rows by every kernel of the warp path that applies (one token per warp or in
-// batches, with and without the table): ids, weights and degenerate counts agree bit for bit.
-// Every fifth row is padding.
+// batches, with and without the table) and by route()'s own choice: ids, weights and degenerate
+// counts agree bit for bit. With `padding`, every fifth row is padding.
 template <class Config>
 void check_table_paths_agree(const std::vector<__nv_bfloat16>& logits, std::int64_t tokens, moe::route_params p,
-                             const char* what) {
+                             const char* what, bool padding = true) {
   constexpr int E = Config::experts, K = Config::k;
-  INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " rows " << std::string(what) << " tokens " << tokens);
+  INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " rows " << std::string(what)
+            << " tokens " << tokens << " padding " << padding);
   std::vector<std::uint8_t> mask(std::size_t(tokens), 1);
-  for (std::size_t t = 0; t < mask.size(); t += 5) mask[t] = 0;
+  for (std::size_t t = 0; padding && t < mask.size(); t += 5) mask[t] = 0;
   test::device_buffer<__nv_bfloat16> d_logits(logits);
   test::device_buffer<std::uint8_t> d_mask(mask);
   test::device_buffer<float> d_bias(p.selection_bias ? std::vector<float>(p.selection_bias, p.selection_bias + E) : std::vector<float>{});
   if (p.selection_bias) p.selection_bias = d_bias.data();
   p.row_mask = d_mask.data();
-  std::vector<route_warp_path> paths = {route_warp_path::one_by_one, route_warp_path::one_by_one_tabulated};
+  std::vector<route_warp_path> paths = {route_warp_path::one_by_one, route_warp_path::one_by_one_tabulated,
+                                        route_warp_path::automatic};
   if (moe::detail::route_batch<Config>() > 1) {
     paths.push_back(route_warp_path::batched);
     paths.push_back(route_warp_path::batched_tabulated);
@@ -108,8 +112,9 @@ void check_table_paths_agree(const std::vector<__nv_bfloat16>& logits, std::int6
 template <class Config>
 void check_table_paths_agree_on_all_rows(moe::route_params p, unsigned long long seed) {
   constexpr int E = Config::experts;
+  // Without padding rows, so that every bf16 value is scored.
   const std::int64_t tokens = std::max<std::int64_t>(300, bf16_values / E + 1);
-  check_table_paths_agree<Config>(every_bf16_logits(tokens, E), tokens, p, "every bf16 value");
+  check_table_paths_agree<Config>(every_bf16_logits(tokens, E), tokens, p, "every bf16 value", false);
   for (auto pattern : {logits_pattern::random, logits_pattern::ties, logits_pattern::specials, logits_pattern::nan_rows,
                        logits_pattern::neg_inf_rows}) {
     FRUGAL_SEEDED_RNG(rng, seed++);
@@ -140,6 +145,13 @@ TEST_CASE("score table: entries are one-to-one with the logits held, 2^-27 <= |x
     REQUIRE(float_bits(moe::score_table_logit(entry)) == float_bits(x));
   }
   for (int n : seen) REQUIRE(n == 1);
+  // Any fp32 bits at all map into the table (lookups never leave its 32 KB).
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 100000; ++i) {
+    const int entry = moe::score_table_entry(bit_cast<float>(std::uint32_t(rng())));
+    REQUIRE(entry >= 0);
+    REQUIRE(entry < 2 * moe::score_table_entries_per_sign);
+  }
 }
 
 TEST_CASE("route: scores from the table equal scores computed, bit for bit, in every warp-path kernel") {
@@ -149,8 +161,9 @@ TEST_CASE("route: scores from the table equal scores computed, bit for bit, in e
   biased.renormalize = true;
   biased.routed_scaling = 2.5f;
   // DeepSeek-V3 gate; sigmoid with a bias and no groups; sqrt-softplus, E = 384, k = 6;
-  // k = 16 (no batches); a non-monotone user scoring without a bias (every score needed); E = 64.
-  check_table_paths_agree_on_all_rows<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(biased, 4000);
+  // k = 16 (no batches); a user scoring not declared monotone, without a bias (every score
+  // needed), E = 64.
+  check_table_paths_agree_on_all_rows<gate>(biased, 4000);
   check_table_paths_agree_on_all_rows<moe::route_config<256, 8, moe::sigmoid_scoring>>(biased, 4010);
   check_table_paths_agree_on_all_rows<moe::route_config<384, 6, moe::sqrt_softplus_scoring>>(biased, 4020);
   check_table_paths_agree_on_all_rows<moe::route_config<256, 16, moe::sigmoid_scoring, 8, 4>>(biased, 4030);
@@ -158,11 +171,10 @@ TEST_CASE("route: scores from the table equal scores computed, bit for bit, in e
   // Soft-capped logits are not the bf16 values the table holds: the kernel scores them itself.
   moe::route_params capped = biased;
   capped.softcap = 8.0f;
-  check_table_paths_agree_on_all_rows<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(capped, 4050);
+  check_table_paths_agree_on_all_rows<gate>(capped, 4050);
 }
 
 TEST_CASE("route: a score table needs bf16 logits in aligned rows and an elementwise scoring") {
-  using gate = moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>;
   test::device_buffer<__nv_bfloat16> logits(std::size_t(257) * 256);
   test::device_buffer<float> weights(64);
   test::device_buffer<std::int32_t> ids(64);
@@ -179,17 +191,57 @@ TEST_CASE("route: a score table needs bf16 logits in aligned rows and an element
              .code() == errc::invalid_argument));
 }
 
-TEST_CASE("route: at T where route() reads scores from the table, every pattern equals the reference") {
-  // Large enough that each resident block of the table kernel routes 64 tokens (route()'s rule).
-  using gate = moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>;
+namespace {
+// The fewest tokens for which route() reads the gate's scores from the table on this device:
+// 64 per resident block of the batched table kernel.
+std::int64_t tabulated_tokens() {
   int sms = 0;
   FRUGAL_REQUIRE_OK(multiprocessor_count(sms));
   std::int64_t resident = 0;
   FRUGAL_REQUIRE_OK((moe::detail::route_warp_launch<gate, __nv_bfloat16, std::int32_t, float, moe::route_vector_width<gate, __nv_bfloat16>(),
                                                     moe::detail::route_batch<gate>(), true>::max_blocks(sms, resident)));
+  return resident * 64;
+}
+}  // namespace
+
+TEST_CASE("route: route() reads scores from the table where each resident block routes 64 tokens, bit for bit") {
+  const std::int64_t tokens = tabulated_tokens();
+  int sms = 0;
+  FRUGAL_REQUIRE_OK(multiprocessor_count(sms));
+  const auto bias = test::random_bias(256, 13);
+  test::device_buffer<__nv_bfloat16> logits(std::size_t(tokens + 3) * 256 + 1);
+  moe::route_params p;
+  p.selection_bias = bias.data();  // (only compared with nullptr here)
+  auto chosen = [&](const auto* rows, std::int64_t t, const moe::route_params& params) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows)>>;
+    route_warp_path path = route_warp_path::automatic;
+    FRUGAL_REQUIRE_OK((moe::detail::choose_route_warp_path<gate, T>(rows, t, params, sms, path)));
+    return path;
+  };
+  CHECK(chosen(logits.data(), tokens, p) == route_warp_path::batched_tabulated);
+  CHECK(chosen(logits.data(), tokens - 1, p) == route_warp_path::batched);
+  CHECK(chosen(logits.data() + 1, tokens, p) == route_warp_path::batched);  // rows not 16-byte aligned
+  moe::route_params unbiased, capped = p, noisy = p;
+  capped.softcap = 30.0f;
+  noisy.noise_std = 1.0f;
+  CHECK(chosen(logits.data(), tokens, unbiased) == route_warp_path::batched);  // selects on the logits
+  CHECK(chosen(logits.data(), tokens, capped) == route_warp_path::batched);
+  CHECK(chosen(logits.data(), tokens, noisy) == route_warp_path::batched);
+  CHECK(chosen(static_cast<const float*>(nullptr), tokens, p) == route_warp_path::batched);  // fp32 logits
+  CHECK(chosen(logits.data(), 1, p) == route_warp_path::one_by_one);
+
+  moe::route_params biased;
+  biased.selection_bias = bias.data();
+  biased.renormalize = true;
+  FRUGAL_SEEDED_RNG(rng, 4200);
+  check_table_paths_agree<gate>(test::make_logits<__nv_bfloat16>(logits_pattern::random, tokens + 3, 256, rng), tokens + 3,
+                                biased, "random, at route()'s table threshold");
+}
+
+TEST_CASE("route: at T where route() reads scores from the table, every pattern equals the reference") {
   const auto bias = test::random_bias(256, 12);
   test::route_case c;
-  c.tokens = resident * 64 + 3;
+  c.tokens = tabulated_tokens() + 3;
   c.params.selection_bias = bias.data();
   c.params.renormalize = true;
   c.params.routed_scaling = 2.5f;

@@ -81,57 +81,67 @@ struct route_warp_launch {
 // How the warp path runs. `automatic` decides by T and the options; tests ask for each kernel.
 enum class route_warp_path { automatic, one_by_one, batched, one_by_one_tabulated, batched_tabulated };
 
+// The warp-path kernel route() runs for these arguments (never `automatic`).
+template <class Config, class T, class IdT = std::int32_t, class WeightT = float>
+status choose_route_warp_path(const T* logits, std::int64_t tokens, const route_params& params, int sms,
+                              route_warp_path& path) {
+  using S = typename Config::scoring;
+  constexpr int V = route_vector_width<Config, T>(), batch = route_batch<Config>();
+  constexpr bool may_tabulate = route_may_tabulate<Config, T>() && V > 1;
+  // Batches trade parallelism (one warp per `batch` tokens) for instructions: only where every
+  // SM still gets 16 warps of whole batches. Below, latency matters more than issue.
+  const bool batched = batch > 1 && tokens >= std::int64_t(batch) * 16 * sms;
+  // A table pays where every logit is scored, as loaded (no soft-cap, no noise), and each
+  // resident block routes 64 tokens or more: its fill (8192 sigmoids, about 5600
+  // warp-instructions) costs what the table saves on about 49 rows of the DeepSeek-V3 gate.
+  // At least one block is resident per SM, so below 64 tokens per SM no occupancy is asked.
+  bool tabulated = may_tabulate && is_aligned(logits, V * sizeof(T)) &&
+                   (params.selection_bias != nullptr || !scoring_is_monotone<S>) && !(params.softcap > 0.0f) &&
+                   params.noise_std == 0.0f && tokens >= std::int64_t(sms) * 64;
+  if constexpr (may_tabulate) {
+    if (tabulated) {
+      std::int64_t resident = 0;
+      if (batched) FRUGAL_TRY((route_warp_launch<Config, T, IdT, WeightT, V, batch, true>::max_blocks(sms, resident)));
+      else FRUGAL_TRY((route_warp_launch<Config, T, IdT, WeightT, V, 1, true>::max_blocks(sms, resident)));
+      tabulated = tokens >= resident * 64;
+    }
+  }
+  path = batched ? (tabulated ? route_warp_path::batched_tabulated : route_warp_path::batched)
+                 : (tabulated ? route_warp_path::one_by_one_tabulated : route_warp_path::one_by_one);
+  return status{};
+}
+
 template <class Config, class T, class IdT, class WeightT>
 status launch_route_warp_path(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t tokens,
                               const route_params& params, cudaStream_t stream, route_warp_path path) {
-  using S = typename Config::scoring;
   constexpr int V = route_vector_width<Config, T>(), batch = route_batch<Config>();
   constexpr bool may_tabulate = route_may_tabulate<Config, T>() && V > 1;
   int sms = 0;
   FRUGAL_TRY(multiprocessor_count(sms));
+  if (path == route_warp_path::automatic)
+    FRUGAL_TRY((choose_route_warp_path<Config, T, IdT, WeightT>(in.logits, tokens, params, sms, path)));
   // Rows are V-aligned when the base is (E is a multiple of V); otherwise load one at a time.
   const bool vectors = V > 1 && is_aligned(in.logits, V * sizeof(T));
-  bool batched = path == route_warp_path::batched || path == route_warp_path::batched_tabulated;
-  bool tabulated = path == route_warp_path::one_by_one_tabulated || path == route_warp_path::batched_tabulated;
+  const bool batched = path == route_warp_path::batched || path == route_warp_path::batched_tabulated;
+  const bool tabulated = path == route_warp_path::one_by_one_tabulated || path == route_warp_path::batched_tabulated;
   if (batched && batch == 1) return status::invalid("frugal::moe::route: this configuration has no batched path");
   if (tabulated && !may_tabulate)
     return status::invalid("frugal::moe::route: a score table needs bf16 logits and an elementwise scoring");
   if (tabulated && !vectors)
     return status::misaligned("frugal::moe::route: a score table needs rows aligned to the logits' vector width");
-  if (path == route_warp_path::automatic) {
-    // Batches trade parallelism (one warp per `batch` tokens) for instructions: only where every
-    // SM still gets 16 warps of whole batches. Below, latency matters more than issue.
-    batched = batch > 1 && tokens >= std::int64_t(batch) * 16 * sms;
-    // A table pays where every logit is scored, as loaded (no soft-cap, no noise), and each
-    // resident block routes 64 tokens or more: its fill (8192 sigmoids, about 5600
-    // warp-instructions) costs what the table saves on about 44 rows of the DeepSeek-V3 gate.
-    tabulated = may_tabulate && vectors && (params.selection_bias != nullptr || !scoring_is_monotone<S>) &&
-                !(params.softcap > 0.0f) && params.noise_std == 0.0f;
-    if constexpr (may_tabulate) {
-      if (tabulated) {
-        std::int64_t resident = 0;
-        if (batched) FRUGAL_TRY((route_warp_launch<Config, T, IdT, WeightT, V, batch, true>::max_blocks(sms, resident)));
-        else FRUGAL_TRY((route_warp_launch<Config, T, IdT, WeightT, V, 1, true>::max_blocks(sms, resident)));
-        tabulated = tokens >= resident * 64;
-      }
-    }
-  }
+  auto run = [&](auto launcher) { return decltype(launcher)::run(in, out, tokens, params, stream, sms); };
   if constexpr (may_tabulate) {
     if (tabulated) {
-      if constexpr (batch > 1) {
-        if (batched) return route_warp_launch<Config, T, IdT, WeightT, V, batch, true>::run(in, out, tokens, params, stream, sms);
-      }
-      return route_warp_launch<Config, T, IdT, WeightT, V, 1, true>::run(in, out, tokens, params, stream, sms);
+      if (batched) return run(route_warp_launch<Config, T, IdT, WeightT, V, batch, true>{});
+      return run(route_warp_launch<Config, T, IdT, WeightT, V, 1, true>{});
     }
   }
-  if constexpr (batch > 1) {
-    if (batched) {
-      if (vectors) return route_warp_launch<Config, T, IdT, WeightT, V, batch, false>::run(in, out, tokens, params, stream, sms);
-      return route_warp_launch<Config, T, IdT, WeightT, 1, batch, false>::run(in, out, tokens, params, stream, sms);
-    }
+  if (batched) {
+    if (vectors) return run(route_warp_launch<Config, T, IdT, WeightT, V, batch, false>{});
+    return run(route_warp_launch<Config, T, IdT, WeightT, 1, batch, false>{});
   }
-  if (vectors) return route_warp_launch<Config, T, IdT, WeightT, V, 1, false>::run(in, out, tokens, params, stream, sms);
-  return route_warp_launch<Config, T, IdT, WeightT, 1, 1, false>::run(in, out, tokens, params, stream, sms);
+  if (vectors) return run(route_warp_launch<Config, T, IdT, WeightT, V, 1, false>{});
+  return run(route_warp_launch<Config, T, IdT, WeightT, 1, 1, false>{});
 }
 
 }  // namespace detail

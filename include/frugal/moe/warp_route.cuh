@@ -158,6 +158,8 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
   float v[Items];
   bool any_number = false;
   warp_reducer<W> reducer;
+  // The bias of expert e, for items that are experts (e < E).
+  auto bias_of = [&](int e) { return params.selection_bias && e < E ? params.selection_bias : nullptr; };
   const bool stats_after_selection = Config::kind == scoring_kind::row_softmax && G == 1 && !params.selection_bias;
   if (stats_after_selection) {
     FRUGAL_UNROLL
@@ -168,11 +170,10 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
     FRUGAL_UNROLL
     for (int i = 0; i < Items; ++i) {
       const int e = expert_of(i);
-      v[i] = selection_value<S>(x[i], stats.probability(x[i]), params.selection_bias && e < E ? params.selection_bias : nullptr, e);
+      v[i] = selection_value<S>(x[i], stats.probability(x[i]), bias_of(e), e);
     }
     degenerate = stats.degenerate();
   } else {
-    auto bias_of = [&](int e) { return params.selection_bias && e < E ? params.selection_bias : nullptr; };
     auto score_by_formula = [&](int i) {
       v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), bias_of(expert_of(i)), expert_of(i));
     };
@@ -180,7 +181,9 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
     if constexpr (uses_table) {
       // The table holds the scores of the bf16 logits as loaded (plain), where each one is
       // needed (a bias, or a non-monotone scoring). A warp holding a logit outside it (an
-      // unusual number, a NaN, or a padding row) scores those logits by the formula.
+      // unusual number, a NaN, or a padding row) scores those logits by the formula. Items
+      // beyond the experts (e >= E) keep whatever the lookup gave: nothing reads them (the
+      // groups, the allowed mask and the degenerate test all skip them).
       tabulated = plain && (params.selection_bias || !scoring_is_monotone<S>);
       if (tabulated) {
         bool missed = false;
@@ -193,7 +196,7 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
         if (warp_any<W>(missed)) {
           FRUGAL_UNROLL
           for (int i = 0; i < Items; ++i)
-            if (!score_table_holds(x[i])) score_by_formula(i);
+            if (!score_table_holds(x[i]) && expert_of(i) < E) score_by_formula(i);
         }
       }
     }

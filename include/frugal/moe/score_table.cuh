@@ -8,7 +8,7 @@
 //!
 //! A bf16 logit has 65536 values; those in the range fill 32 binades of 128 significands per
 //! sign. Outside it (|x| < 2^-27, |x| >= 32, infinities, NaN: score_table_holds is false) the
-//! caller computes the score; for N(0, 1) logits about one row of 256 in 10^6 holds such a number.
+//! caller computes the score; for N(0, 1) logits about 1.5 rows of 256 in 10^6 hold such a number.
 #pragma once
 
 #include <frugal/config.cuh>

@@ -7,6 +7,8 @@
 
 #include <frugal/config.cuh>
 
+#include <type_traits>
+
 namespace frugal {
 
 inline constexpr unsigned full_warp_mask = 0xffffffffu;
@@ -76,8 +78,18 @@ FRUGAL_DEVICE T warp_allreduce(T value, Op op) {
   return value;
 }
 
+//! Sum over each logical warp; for 32-bit integers on a full warp one redux.sync from sm_80 (and
+//! in host SIMT), a butterfly otherwise.
 template <int Width = 32, class T>
-FRUGAL_DEVICE T warp_sum(T value) { return warp_allreduce<Width>(value, plus{}); }
+FRUGAL_DEVICE T warp_sum(T value) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  if constexpr (Width == 32 && (std::is_same_v<T, unsigned> || std::is_same_v<T, int>)) {
+    FRUGAL_CHECK_LOGICAL_WARP(Width);
+    return __reduce_add_sync(full_warp_mask, value);
+  }
+#endif
+  return warp_allreduce<Width>(value, plus{});
+}
 template <int Width = 32, class T>
 FRUGAL_DEVICE T warp_max(T value) { return warp_allreduce<Width>(value, maximum{}); }
 template <int Width = 32, class T>

@@ -87,7 +87,7 @@ status choose_route_warp_path(const T* logits, std::int64_t tokens, const route_
                               route_warp_path& path) {
   using S = typename Config::scoring;
   constexpr int V = route_vector_width<Config, T>(), batch = route_batch<Config>();
-  constexpr bool may_tabulate = route_may_tabulate<Config, T>() && V > 1;
+  constexpr bool may_tabulate = route_may_tabulate<Config, T>();
   // Batches trade parallelism (one warp per `batch` tokens) for instructions: only where every
   // SM still gets 16 warps of whole batches. Below, latency matters more than issue.
   const bool batched = batch > 1 && tokens >= std::int64_t(batch) * 16 * sms;
@@ -115,7 +115,7 @@ template <class Config, class T, class IdT, class WeightT>
 status launch_route_warp_path(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t tokens,
                               const route_params& params, cudaStream_t stream, route_warp_path path) {
   constexpr int V = route_vector_width<Config, T>(), batch = route_batch<Config>();
-  constexpr bool may_tabulate = route_may_tabulate<Config, T>() && V > 1;
+  constexpr bool may_tabulate = route_may_tabulate<Config, T>();
   int sms = 0;
   FRUGAL_TRY(multiprocessor_count(sms));
   if (path == route_warp_path::automatic)

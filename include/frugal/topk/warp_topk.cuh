@@ -301,13 +301,7 @@ FRUGAL_DEVICE topk_entry warp_topk_entry_truncated(const float (&values)[ItemsPe
   unsigned reaching = 0;
   FRUGAL_UNROLL
   for (int i = 0; i < ItemsPerLane; ++i) reaching += kept[i] >= last ? 1u : 0u;
-  unsigned total;
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-  if constexpr (Width == 32) total = __reduce_add_sync(full_warp_mask, reaching);
-  else total = warp_sum<Width>(reaching);
-#else
-  total = warp_sum<Width>(reaching);
-#endif
+  const unsigned total = warp_sum<Width>(reaching);
   ambiguous = ambiguous || (last > nan_field && total != unsigned(k));
   if (__any_sync(full_warp_mask, ambiguous)) return warp_topk_entry<0, ItemsPerLane, Width>(values, indices, valid, k);
   return {(low - (chosen & low)), NAN};

@@ -45,13 +45,14 @@ constexpr int route_batch() {
 }
 
 // Whether route() may score bf16 logits from a bf16_score_table (an elementwise scoring that is
-// more than the identity, on the warp path). It does so at run time where every logit is scored
-// (a selection bias or a non-monotone scoring, no soft-cap, no noise) and T amortises the fill.
+// more than the identity, on the warp path, with vector loads: the table kernels need aligned
+// rows). It does so at run time where every logit is scored (a selection bias or a non-monotone
+// scoring, no soft-cap, no noise) and T amortises the fill.
 template <class Config, class T>
 constexpr bool route_may_tabulate() {
   using S = typename Config::scoring;
   return std::is_same_v<T, __nv_bfloat16> && Config::kind == scoring_kind::elementwise &&
-         !std::is_same_v<S, identity_scoring> && !Config::block_path;
+         !std::is_same_v<S, identity_scoring> && route_vector_width<Config, T>() > 1;  // 1 on the block path
 }
 
 // Blocks per SM a warp-path kernel asks registers for: with a table, 3 blocks of 8 warps (as

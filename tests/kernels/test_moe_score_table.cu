@@ -3,6 +3,7 @@
 // table holds scores bit for bit as the scoring itself does on this device, and routes with the
 // table equal routes without it, bit for bit, on every kind of row (each of the 65536 bf16
 // values included), in every kernel of the warp path.
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 
@@ -20,16 +21,19 @@ using gate = moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>;  // DeepSeek
 float bf16_logit(std::uint32_t u) { return bit_cast<float>(u << 16); }
 
 // Scores of all 65536 bf16 logits from a block's table (NaN where it does not hold them) and
-// from the scoring itself.
+// from the scoring itself; and whether the byte-offset lookup (score_of_bf16) reads the entry's
+// score for every bf16 value, held or not.
 template <class S>
-__global__ void score_every_bf16(float* tabulated, float* computed) {
+__global__ void score_every_bf16(float* tabulated, float* computed, int* offset_mismatch) {
   __shared__ typename moe::bf16_score_table<S>::TempStorage storage;
   const moe::bf16_score_table<S> table(storage);
   table.fill();
   for (int u = int(threadIdx.x + blockIdx.x * blockDim.x); u < bf16_values; u += int(blockDim.x * gridDim.x)) {
     const float x = bit_cast<float>(std::uint32_t(u) << 16);
-    tabulated[u] = moe::score_table_holds(x) ? table.at(moe::score_table_entry(x)) : NAN;
+    const float by_entry = table.at(moe::score_table_entry(x));
+    tabulated[u] = moe::score_table_holds(x) ? by_entry : NAN;
     computed[u] = S{}(x);
+    offset_mismatch[u] = float_bits(table.score_of_bf16(x)) != float_bits(by_entry);
   }
 }
 
@@ -37,9 +41,13 @@ template <class S>
 void check_table_scores() {
   INFO("scoring " << std::string(S::name));
   test::device_buffer<float> tabulated(bf16_values), computed(bf16_values);
-  FRUGAL_REQUIRE_OK(launch(score_every_bf16<S>, launch_config{dim3(4), dim3(256)}, tabulated.data(), computed.data()));
+  test::device_buffer<int> offset_mismatch(bf16_values);
+  FRUGAL_REQUIRE_OK(launch(score_every_bf16<S>, launch_config{dim3(4), dim3(256)}, tabulated.data(), computed.data(),
+                           offset_mismatch.data()));
   test::synchronize();
   const auto t = tabulated.download(), c = computed.download();
+  const auto mismatch = offset_mismatch.download();
+  CHECK(std::count(mismatch.begin(), mismatch.end(), 1) == 0);
   int held = 0;
   for (std::uint32_t u = 0; u < bf16_values; ++u) {
     if (!moe::score_table_holds(bf16_logit(u))) continue;
@@ -140,6 +148,7 @@ TEST_CASE("score table: entries are one-to-one with the logits held, 2^-27 <= |x
     const int entry = moe::score_table_entry(x);
     REQUIRE(entry >= 0);  // also where it is not held: lookups take no branch
     REQUIRE(entry < 2 * moe::score_table_entries_per_sign);
+    REQUIRE(moe::score_table_offset_of_bf16(x) == 4u * std::uint32_t(entry));  // held or not
     if (!in_range) continue;
     ++seen[std::size_t(entry)];
     REQUIRE(float_bits(moe::score_table_logit(entry)) == float_bits(x));

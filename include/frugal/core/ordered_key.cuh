@@ -39,6 +39,15 @@ FRUGAL_HOST_DEVICE std::uint32_t float_bits(float x) {
 #endif
 }
 
+//! x itself, through an empty asm on the GPU: the compiler cannot relate the result to x, so it
+//! recomputes what it derives from it instead of keeping earlier results alive.
+FRUGAL_HOST_DEVICE float launder(float x) {
+#if defined(__CUDA_ARCH__)
+  asm("" : "+f"(x));
+#endif
+  return x;
+}
+
 //! Maps fp32 to uint32 so that unsigned order is value order: NaN -> 0, -0.0 -> +0.0.
 //! Branch-free (it runs once per routed logit): adding +0.0 turns -0.0 into +0.0 (round to
 //! nearest), then negative values flip every bit and the others only the sign bit.
@@ -121,17 +130,23 @@ FRUGAL_HOST_DEVICE float compact_topk_key_value(compact_topk_key key) {
   return key > low ? bit_cast<float>(m | (negative & 0x80000000u)) : bit_cast<float>(0x7fc00000u);
 }
 
-//! A 32-bit key for any fp32 value and an index <= 2^IndexBits - 1: compact_topk_key's encoding
-//! of the value with its low IndexBits bits cleared. Truncation never reverses an order (a
-//! strictly larger field means a strictly larger value), but it ties values that differ only
-//! in those bits, which the index then orders: selection on these keys is exact only where the
-//! winners' fields differ from each other and from every other key's (warp_topk_entry_truncated
-//! checks, and falls back to topk_key). Never 0: a NaN's field is 1.
+//! A 32-bit key for any fp32 value and an index <= 2^IndexBits - 1: the value's ordered_bits
+//! with the low IndexBits bits cleared, and the index below them. Truncation never reverses an
+//! order (a strictly larger field means a strictly larger value), but it ties values that differ
+//! only in those bits, which the index then orders: selection on these keys is exact only where
+//! the winners' fields differ from each other and from every other key's
+//! (warp_topk_entry_truncated checks, and falls back to topk_key). Never 0: a NaN's field is
+//! 2^IndexBits, below -inf's. About six instructions on sm_90: the add that merges the zeros, the
+//! sign shift, two three-input logic ops, and the NaN compare and select.
 template <int IndexBits>
 FRUGAL_HOST_DEVICE compact_topk_key make_truncated_topk_key(float value, std::uint32_t index) {
   static_assert(IndexBits >= 1 && IndexBits <= 16, "frugal::make_truncated_topk_key: IndexBits must be in [1, 16]");
   constexpr std::uint32_t low = (1u << IndexBits) - 1u;
-  return ((detail::signed_magnitude_bits<IndexBits>(value) + 0x80000000u) & ~low) | (low - index);
+  // A NaN takes the bits of a negative number whose flip is low + 1 (then the mask and the index
+  // are one logic op).
+  const std::uint32_t bits = value != value ? ~(low + 1u) : float_bits(value + 0.0f);
+  const std::uint32_t ordered = bits ^ (std::uint32_t(std::int32_t(bits) >> 31) | 0x80000000u);
+  return (ordered & ~low) | (low - index);
 }
 
 FRUGAL_HOST_DEVICE bool key_greater(compact_topk_key a, compact_topk_key b) { return a > b; }

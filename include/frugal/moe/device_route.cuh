@@ -93,7 +93,8 @@ status choose_route_warp_path(const T* logits, std::int64_t tokens, const route_
   const bool batched = batch > 1 && tokens >= std::int64_t(batch) * 16 * sms;
   // A table pays where every logit is scored, as loaded (no soft-cap, no noise), and each
   // resident block routes 64 tokens or more: its fill (8192 sigmoids, about 5600
-  // warp-instructions) costs what the table saves on about 49 rows of the DeepSeek-V3 gate.
+  // warp-instructions) costs what the table saves on about 36 rows of the DeepSeek-V3 gate
+  // (about 156 each); 64 leaves a margin for the fill's latency until a GPU times both sides.
   // At least one block is resident per SM, so below 64 tokens per SM no occupancy is asked.
   bool tabulated = may_tabulate && is_aligned(logits, V * sizeof(T)) &&
                    (params.selection_bias != nullptr || !scoring_is_monotone<S>) && !(params.softcap > 0.0f) &&

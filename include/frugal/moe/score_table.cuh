@@ -33,20 +33,41 @@ FRUGAL_HOST_DEVICE bool score_table_holds(float x) {
   return magnitude >= 0x1p-27f && magnitude < 32.0f;
 }
 
-//! The table entry of such a logit: positive magnitudes in [0, 4096), negative ones in
-//! [4096, 8192). Meaningless (but in [0, 8192)) where score_table_holds(x) is false, so that a
-//! lookup never needs a branch.
+//! The table entry of such a logit: its fp32 bits 16 to 27 (the 7 bf16 significand bits and the
+//! low 5 exponent bits) and the sign above them, negative logits in [4096, 8192). The 32
+//! exponents held, 100 to 131, differ in their low 5 bits, so no subtraction is needed.
+//! Meaningless (but in [0, 8192)) where score_table_holds(x) is false, so that a lookup never
+//! needs a branch.
 FRUGAL_HOST_DEVICE int score_table_entry(float x) {
   const std::uint32_t bits = float_bits(x);
-  const std::uint32_t offset = (bits & 0x7fffffffu) - score_table_first_bits;
-  constexpr std::uint32_t per_sign = score_table_entries_per_sign;
-  return int(((offset >> 16) & (per_sign - 1)) | ((bits >> 19) & per_sign));
+  return int(((bits >> 16) & 4095u) | ((bits >> 19) & 4096u));
+}
+
+//! 4 * score_table_entry(x), the entry's byte offset, for a logit x that is a bf16 value widened
+//! to fp32 (its low 16 bits zero, which put zeros in the offset's low 2 bits): two shifts and one
+//! bit select, which the shared-memory load adds to the table's address itself. (bits >> 17) is
+//! below 2^15, so its bits above the low 14 are the sign alone.
+FRUGAL_HOST_DEVICE std::uint32_t score_table_offset_of_bf16(float x) {
+  const std::uint32_t bits = float_bits(x);
+  constexpr std::uint32_t low = 0x3fffu;
+#if defined(__CUDA_ARCH__)
+  // Written as the bit select itself: from the plain expression nvcc derives a second mask
+  // constant, (bits >> 17) & 0x4000, which costs a third logic op.
+  std::uint32_t offset;
+  asm("lop3.b32 %0, %1, %2, %3, 0xe4;" : "=r"(offset) : "r"(bits >> 14), "r"(bits >> 17), "n"(low));
+  return offset;
+#else
+  return ((bits >> 14) & low) | ((bits >> 17) & ~low);
+#endif
 }
 
 //! The bf16 logit (widened to fp32) that entry `i` (0 <= i < 8192) stands for.
 FRUGAL_HOST_DEVICE float score_table_logit(int i) {
-  const std::uint32_t sign = i >= score_table_entries_per_sign ? 0x80000000u : 0u;
-  return bit_cast<float>(sign | (score_table_first_bits + (std::uint32_t(i % score_table_entries_per_sign) << 16)));
+  const std::uint32_t entry = std::uint32_t(i);
+  const std::uint32_t sign = (entry & std::uint32_t(score_table_entries_per_sign)) << 19;
+  constexpr std::uint32_t first_exponent = score_table_first_bits >> 23;
+  const std::uint32_t exponent = first_exponent + (((entry >> 7) - first_exponent) & 31u);
+  return bit_cast<float>(sign | (exponent << 23) | ((entry & 127u) << 16));
 }
 
 //! No table: warp_route computes every score (the default).
@@ -82,6 +103,14 @@ class bf16_score_table {
 
   //! The score at entry `i` (score_table_entry of the logit).
   FRUGAL_DEVICE float at(int i) const { return storage_.score[i]; }
+
+  //! at(score_table_entry(x)) for a logit x that is a bf16 value widened to fp32 (as warp_route's
+  //! plain bf16 logits are; then the load stays inside the table, held or not), one instruction
+  //! fewer: no scaling of the entry.
+  FRUGAL_DEVICE float score_of_bf16(float x) const {
+    const char* bytes = reinterpret_cast<const char*>(storage_.score);
+    return *reinterpret_cast<const float*>(bytes + score_table_offset_of_bf16(x));
+  }
 
  private:
   TempStorage& storage_;

@@ -191,12 +191,16 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
         for (int i = 0; i < Items; ++i) {
           const int e = expert_of(i);
           missed |= !score_table_holds(x[i]) & (e < E);  // no branch per logit
-          v[i] = selection_value_of_number<S>(x[i], table.at(score_table_entry(x[i])), bias_of(e), e);
+          v[i] = selection_value_of_number<S>(x[i], table.score_of_bf16(x[i]), bias_of(e), e);
         }
         if (warp_any<W>(missed)) {
+          // The table holds x exactly where its entry stands for x. Asked so, not by the range
+          // compares again, the compiler does not keep each item's compare result across the
+          // vote (two instructions per item on every row, for a rare path).
           FRUGAL_UNROLL
           for (int i = 0; i < Items; ++i)
-            if (!score_table_holds(x[i]) && expert_of(i) < E) score_by_formula(i);
+            if (float_bits(score_table_logit(score_table_entry(x[i]))) != float_bits(x[i]) && expert_of(i) < E)
+              score_by_formula(i);
         }
       }
     }

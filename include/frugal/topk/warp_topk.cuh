@@ -303,7 +303,15 @@ FRUGAL_DEVICE topk_entry warp_topk_entry_truncated(const float (&values)[ItemsPe
   for (int i = 0; i < ItemsPerLane; ++i) reaching += kept[i] >= last ? 1u : 0u;
   const unsigned total = warp_sum<Width>(reaching);
   ambiguous = ambiguous || (last > nan_field && total != unsigned(k));
-  if (__any_sync(full_warp_mask, ambiguous)) return warp_topk_entry<0, ItemsPerLane, Width>(values, indices, valid, k);
+  if (__any_sync(full_warp_mask, ambiguous)) {
+    // Values passed on opaquely: otherwise the compiler keeps each value's NaN test from the
+    // truncated keys alive across the rounds for the 64-bit keys (two instructions per value on
+    // every row, to save one on the rare rerun).
+    float opaque[ItemsPerLane];
+    FRUGAL_UNROLL
+    for (int i = 0; i < ItemsPerLane; ++i) opaque[i] = launder(values[i]);
+    return warp_topk_entry<0, ItemsPerLane, Width>(opaque, indices, valid, k);
+  }
   return {(low - (chosen & low)), NAN};
 }
 

@@ -74,6 +74,6 @@ void topk_shapes(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-BENCHMARK(BM_frugal_topk<__nv_bfloat16>)->Apply(topk_shapes);
-BENCHMARK(BM_frugal_topk<float>)->Apply(topk_shapes);
-BENCHMARK(BM_cub_segmented_sort_topk<__nv_bfloat16>)->Apply(topk_shapes);
+BENCHMARK(BM_frugal_topk<__nv_bfloat16>)->Name("topk/frugal_bf16")->Apply(topk_shapes);
+BENCHMARK(BM_frugal_topk<float>)->Name("topk/frugal_f32")->Apply(topk_shapes);
+BENCHMARK(BM_cub_segmented_sort_topk<__nv_bfloat16>)->Name("topk/cub_segmented_sort_bf16")->Apply(topk_shapes);

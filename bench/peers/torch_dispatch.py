@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """PyTorch peers for frugal's dispatch on the shapes of bench_dispatch.cu: planning with a stable
-torch.sort of the expert ids (+ bincount, cumsum), permute as index_select, combine as a weighted
-index_add_ (in eager mode and under torch.compile). Writes JSON."""
+torch.sort of the expert ids (+ bincount, cumsum; in eager mode and under torch.compile), permute
+as index_select and combine as a weighted index_add_ (eager mode). Writes JSON."""
 import argparse
 import json
 

@@ -279,3 +279,50 @@ TEST_CASE("reference bias update: sign of (mean load - load)") {
   CHECK(bias[2] == 0.0f);
   CHECK(bias[3] == 0.5f);
 }
+
+#include <frugal/moe/thread_route.cuh>
+
+namespace {
+
+// thread_route on the CPU (it is FRUGAL_HOST_DEVICE) against the reference: the same ids and
+// degenerate rows; weights within the fp32 rounding of their sums.
+template <class Config>
+void check_thread_route_on_host(frugal::moe::route_params p, unsigned long long seed) {
+  constexpr int E = Config::experts, K = Config::k;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  const std::int64_t tokens = 200;
+  std::vector<float> x(std::size_t(tokens) * E);
+  for (auto& v : x) v = normal(rng);
+  for (int e = 0; e < E; ++e) x[std::size_t(e)] = -std::numeric_limits<float>::infinity();  // a dead row
+  for (int e = 0; e < E; e += 3) x[std::size_t(E + e)] = x[std::size_t(E + 1)];             // ties
+  const auto ref = frugal::reference::route<Config, float>(x.data(), static_cast<const float*>(nullptr), tokens, p);
+  int degenerate_rows = 0;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    frugal::moe::route_slot slots[K];
+    bool degenerate = false;
+    frugal::moe::thread_route<Config>(x.data() + t * E, static_cast<const float*>(nullptr), t, p, slots, degenerate);
+    degenerate_rows += degenerate;
+    for (int j = 0; j < K; ++j) {
+      const std::size_t o = std::size_t(t * K + j);
+      INFO("token " << t << " slot " << j);
+      REQUIRE(slots[j].expert == ref.global_ids[o]);
+      REQUIRE(std::fabs(slots[j].weight - ref.weights[o]) <= 3e-6f * std::fabs(ref.weights[o]) + 1e-30f);
+    }
+  }
+  CHECK(degenerate_rows == ref.degenerate_rows);
+}
+
+}  // namespace
+
+TEST_CASE("thread_route on the host equals the reference (softmax, sigmoid with groups and bias, top-k-then-softmax)") {
+  frugal::moe::route_params p;
+  check_thread_route_on_host<frugal::moe::route_config<16, 4, frugal::moe::softmax_scoring>>(p, 1);
+  check_thread_route_on_host<frugal::moe::route_config<8, 2, frugal::moe::topk_softmax_scoring>>(p, 2);
+  std::vector<float> bias(64);
+  for (int e = 0; e < 64; ++e) bias[std::size_t(e)] = 0.01f * float((e * 37) % 11) - 0.05f;
+  p.selection_bias = bias.data();
+  p.renormalize = true;
+  p.routed_scaling = 2.5f;
+  check_thread_route_on_host<frugal::moe::route_config<64, 6, frugal::moe::sigmoid_scoring, 8, 3>>(p, 3);
+}

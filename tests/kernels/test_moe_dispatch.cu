@@ -88,6 +88,10 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
                                  d_out.data()));
   FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(), (const OutT*)nullptr,
                                  d_out_plain.data()));
+  // The documented in-place residual add: residual == out.
+  test::device_buffer<OutT> d_in_place(residual);
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(),
+                                 static_cast<const OutT*>(d_in_place.data()), d_in_place.data()));
 
   // backward
   const auto d_out_grad = random_rows<T>(tokens, hidden, rng, 1.0f);
@@ -106,6 +110,7 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
   CHECK(same_bits(d_perm_gather.download(), perm_ref));
   CHECK(same_bits(d_out.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
                                                        weights.data(), residual.data())));
+  CHECK(same_bits(d_in_place.download(), d_out.download()));
   CHECK(same_bits(d_out_plain.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
                                                              weights.data(), (const OutT*)nullptr)));
   CHECK(same_bits(d_dx.download(), reference::combine(y.data(), l.rows, hidden, k, tokens, l.plan.slot_to_row.data(),
@@ -124,10 +129,13 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
   CHECK(std::memcmp(dw.data(), dw_ref.data(), dw.size() * sizeof(float)) == 0);
 }
 
+// scale_block_rows > 0 asks for the per-128 scales MN-major in blocks of that many rows (0: the
+// per_128 row-major layout, -1: MN-major over all rows).
 template <class T>
-void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned long long seed) {
+void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned long long seed, std::int64_t scale_block_rows = 0) {
   FRUGAL_SEEDED_RNG(rng, seed);
-  INFO(std::string(type_name<T>()) << " T " << tokens << " hidden " << hidden << " per_128 " << per_128);
+  INFO(std::string(type_name<T>()) << " T " << tokens << " hidden " << hidden << " per_128 " << per_128 << " scale block rows "
+                                   << scale_block_rows);
   moe::plan_params params;
   params.block_size = 4;
   const auto l = make_layout(tokens, k, 16, params, rng);
@@ -138,20 +146,31 @@ void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned lo
   test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row);
   test::device_buffer<__nv_fp8_e4m3> d_q(std::size_t(l.rows) * hidden), d_q_gather(std::size_t(l.rows) * hidden);
   test::device_buffer<float> d_scales(std::size_t(l.rows) * (per_128 ? hidden / 128 : 1)), d_scales_gather(d_scales.size());
-  const auto scaling = per_128 ? moe::fp8_scaling::per_128 : moe::fp8_scaling::per_token;
+  const bool mn_major = per_128 && scale_block_rows != 0;
+  const std::int64_t block_rows = scale_block_rows > 0 ? scale_block_rows : 0;
+  const auto scaling = mn_major ? moe::fp8_scaling::per_128_mn_major : per_128 ? moe::fp8_scaling::per_128 : moe::fp8_scaling::per_token;
   FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), d_slot_to_row.data(), l.rows, d_q.data(),
-                                     d_scales.data(), scaling));
+                                     d_scales.data(), scaling, block_rows));
   FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), (const std::int32_t*)nullptr, l.rows,
-                                     d_q_gather.data(), d_scales_gather.data(), scaling));
+                                     d_q_gather.data(), d_scales_gather.data(), scaling, block_rows));
   test::synchronize();
   std::vector<unsigned char> q_ref;
   std::vector<float> s_ref;
   reference::permute_fp8(x.data(), tokens, hidden, k, l.plan.row_to_slot, per_128, q_ref, s_ref);
+  // The reference's scales are row-major [rows, G]; MN-major moves row r, group g to
+  // (r / B) G B + g B + r % B.
+  std::vector<float> s_expected = s_ref;
+  if (mn_major) {
+    const std::int64_t groups = hidden / 128, b = block_rows > 0 ? block_rows : l.rows;
+    for (std::int64_t r = 0; r < l.rows; ++r)
+      for (std::int64_t g = 0; g < groups; ++g)
+        s_expected[std::size_t((r / b) * groups * b + g * b + r % b)] = s_ref[std::size_t(r * groups + g)];
+  }
   const auto q = d_q.download(), q_gather = d_q_gather.download();
   CHECK(std::memcmp(q.data(), q_ref.data(), q_ref.size()) == 0);
   CHECK(std::memcmp(q_gather.data(), q_ref.data(), q_ref.size()) == 0);
-  CHECK(d_scales.download() == s_ref);
-  CHECK(d_scales_gather.download() == s_ref);
+  CHECK(d_scales.download() == s_expected);
+  CHECK(d_scales_gather.download() == s_expected);
   // and the quantisation is accurate: |dequantised - x| <= 1/16 relative (e4m3 has 3 mantissa bits)
   for (std::int64_t row = 0; row < l.rows; ++row) {
     const std::int64_t s = l.plan.row_to_slot[std::size_t(row)];
@@ -176,6 +195,8 @@ TEST_CASE("permute / combine / backward: bf16, fp16, fp32, bit for bit, dropless
   check_all<__nv_bfloat16>(1, 8, 1, 1, p, 4);
   check_all<__nv_bfloat16, float>(129, 512, 6, 160, p, 5);  // bf16 expert outputs combined into fp32
   check_all<float, __nv_bfloat16>(31, 1024, 3, 7, p, 6);
+  check_all<__nv_bfloat16>(4096, 64, 8, 256, p, 7);  // T = 4096
+  check_all<__nv_bfloat16>(3, 32, 32, 1024, p, 8);   // T = 3, k = 32, E = 1024
 }
 
 TEST_CASE("permute / combine / backward: with capacity drops (dropped slots contribute nothing)") {
@@ -195,6 +216,10 @@ TEST_CASE("permute_fp8: per-token and per-128 scales, bit for bit") {
   check_fp8<__nv_bfloat16>(100, 512, 4, true, 21);
   check_fp8<float>(33, 128, 1, true, 22);
   check_fp8<__half>(17, 136, 3, false, 23);
+  // MN-major per-128 scales (DeepGEMM's layout): over all rows, and in blocks of 4 rows (the
+  // padded segments here are multiples of 4, as a masked layout's capacity would be).
+  check_fp8<__nv_bfloat16>(100, 512, 4, true, 24, -1);
+  check_fp8<__nv_bfloat16>(100, 384, 2, true, 25, 4);
 }
 
 TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)") {
@@ -211,6 +236,12 @@ TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)")
   test::device_buffer<float> scales(64);
   s = moe::permute_fp8(x.data(), 4, 64, 2, map.data(), map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128);
   CHECK(std::strstr(s.message(), "multiple of 128") != nullptr);
+  s = moe::permute_fp8(x.data(), 4, 128, 2, map.data(), map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128_mn_major, 3);
+  CHECK(s.code() == errc::invalid_argument);  // 3 does not divide the 8 rows
+  CHECK(std::strstr(s.message(), "scale_block_rows") != nullptr);
+  s = moe::permute_fp8(x.data(), 4, 128, 2, map.data(), map.data(), 8, q.data(),
+                       reinterpret_cast<float*>(reinterpret_cast<char*>(scales.data()) + 2), moe::fp8_scaling::per_128);
+  CHECK(s.code() == errc::misaligned);
   s = moe::permute(x.data(), 4, 16, 33, map.data(), map.data(), 8, out.data());
   CHECK(s.code() == errc::invalid_argument);
   // T * k beyond int32 slots, and a T so large that T * k would overflow int64: refused, not wrapped

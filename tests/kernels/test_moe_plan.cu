@@ -79,24 +79,23 @@ void check_invariants(const reference::plan_result& r, const std::vector<std::in
     REQUIRE(row < r.offsets[std::size_t(e)] + r.counts[std::size_t(e)]);
   }
   REQUIRE(placed == kept);
+  for (std::size_t x = 0; x < r.expanded_to_row.size(); ++x) {  // the expanded-row maps invert each other
+    const std::int32_t row = r.expanded_to_row[x];
+    if (row >= 0) REQUIRE(r.row_to_expanded[std::size_t(row)] == std::int32_t(x));
+  }
   for (int e = 0; e < c.experts; ++e)  // segments in token order
     for (std::int32_t row = r.offsets[std::size_t(e)] + 1; row < r.offsets[std::size_t(e)] + r.counts[std::size_t(e)]; ++row)
       REQUIRE(r.row_to_slot[std::size_t(row)] > r.row_to_slot[std::size_t(row) - 1]);
 }
 
-void check_plan(const plan_case& c, unsigned long long seed) {
-  FRUGAL_SEEDED_RNG(rng, seed);
-  INFO("pattern " << std::string(name(c.pattern)) << " T " << c.tokens << " k " << c.k << " E " << c.experts << " policy "
-                  << int(c.params.policy) << " layout " << int(c.params.layout) << " block " << c.params.block_size
-                  << " capacity " << moe::plan_capacity(c.tokens, c.k, c.experts, c.params));
-  const auto ids = make_ids(c.pattern, c.tokens, c.k, c.experts, rng);
-  std::vector<float> weights(ids.size());
-  for (auto& w : weights) w = float(int(rng() % 8)) * 0.125f;  // ties on purpose
-  const auto ref = reference::plan(ids.data(), weights.data(), c.tokens, c.k, c.experts, c.params);
-  check_invariants(ref, ids, c);
-
+// The device plan of `ids` (int32, or widened to IdT), against the reference and the invariants.
+template <class IdT>
+void check_device_plan(const plan_case& c, const std::vector<std::int32_t>& ids, const std::vector<float>& weights,
+                       const reference::plan_result& ref) {
+  INFO("ids " << std::string(sizeof(IdT) == 8 ? "int64" : "int32"));
   const std::int64_t slots = c.tokens * c.k, rows = moe::plan_max_rows(c.tokens, c.k, c.experts, c.params);
-  test::device_buffer<std::int32_t> d_ids(ids), counts(c.experts), dropped(c.experts), offsets(c.experts + 1),
+  test::device_buffer<IdT> d_ids(std::vector<IdT>(ids.begin(), ids.end()));
+  test::device_buffer<std::int32_t> counts(c.experts), dropped(c.experts), offsets(c.experts + 1),
       slot_to_row(slots), row_to_slot(rows), expanded_to_row(slots), row_to_expanded(rows),
       tile_experts(rows / c.params.block_size), total(1), errors(2), row_to_token(rows);
   test::device_buffer<float> d_weights(weights);
@@ -125,6 +124,30 @@ void check_plan(const plan_case& c, unsigned long long seed) {
   const auto err = errors.download();
   CHECK(err[0] == ref.invalid_ids);
   CHECK(err[1] == ref.duplicate_ids);
+  // The invariants on the device's own output (not only through the reference).
+  reference::plan_result device = ref;
+  device.counts = counts.download();
+  device.dropped = dropped.download();
+  device.offsets = offsets.download();
+  device.slot_to_row = slot_to_row.download();
+  device.row_to_slot = row_to_slot.download();
+  device.expanded_to_row = expanded_to_row.download();
+  device.row_to_expanded = row_to_expanded.download();
+  check_invariants(device, ids, c);
+}
+
+void check_plan(const plan_case& c, unsigned long long seed, bool int64_ids = false) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO("pattern " << std::string(name(c.pattern)) << " T " << c.tokens << " k " << c.k << " E " << c.experts << " policy "
+                  << int(c.params.policy) << " layout " << int(c.params.layout) << " block " << c.params.block_size
+                  << " capacity " << moe::plan_capacity(c.tokens, c.k, c.experts, c.params));
+  const auto ids = make_ids(c.pattern, c.tokens, c.k, c.experts, rng);
+  std::vector<float> weights(ids.size());
+  for (auto& w : weights) w = float(int(rng() % 8)) * 0.125f;  // ties on purpose
+  const auto ref = reference::plan(ids.data(), weights.data(), c.tokens, c.k, c.experts, c.params);
+  check_invariants(ref, ids, c);
+  check_device_plan<std::int32_t>(c, ids, weights, ref);
+  if (int64_ids) check_device_plan<std::int64_t>(c, ids, weights, ref);
 }
 
 struct shape {
@@ -153,7 +176,7 @@ TEST_CASE("plan: dropless, packed, block sizes 1 .. 256, small and prime sizes")
 TEST_CASE("plan: every drop policy with capacity factor, absolute capacity, rounding and minimum") {
   unsigned long long seed = 200;
   for (auto policy : all_policies)
-    for (auto [tokens, k, experts] : std::vector<shape>{{3, 2, 4}, {1000, 2, 8}, {4096, 8, 64}}) {
+    for (auto [tokens, k, experts] : std::vector<shape>{{3, 2, 4}, {1000, 2, 8}, {4096, 8, 64}, {300, 32, 1024}}) {
       plan_case c;
       c.tokens = tokens;
       c.k = k;
@@ -187,6 +210,23 @@ TEST_CASE("plan: masked placement [E, capacity] for every drop policy") {
     c.params.capacity = 64;
     for (auto p : {ids_pattern::uniform, ids_pattern::one_hot, ids_pattern::with_gaps}) check_plan((c.pattern = p, c), seed++);
   }
+}
+
+TEST_CASE("plan: int64 ids give the int32 plan, every layout and policy") {
+  unsigned long long seed = 350;
+  for (auto policy : {moe::drop_policy::none, moe::drop_policy::token_order, moe::drop_policy::weight_priority})
+    for (auto layout : {moe::placement::packed, moe::placement::masked}) {
+      if (layout == moe::placement::masked && policy == moe::drop_policy::none) continue;
+      plan_case c;
+      c.tokens = 513;
+      c.k = 6;
+      c.experts = 160;
+      c.params.policy = policy;
+      c.params.layout = layout;
+      c.params.block_size = 16;
+      if (policy != moe::drop_policy::none) c.params.capacity_factor = 1.0f;
+      for (auto p : {ids_pattern::uniform, ids_pattern::with_gaps, ids_pattern::malformed}) check_plan((c.pattern = p, c), seed++, true);
+    }
 }
 
 TEST_CASE("plan: above 64K entries (many sub-tiles per block) equals the reference too") {

@@ -160,3 +160,59 @@ TEST_CASE("route backward: invalid arguments are refused") {
   CHECK(s.code() == errc::invalid_argument);
   CHECK(std::strstr(s.message(), "clip") != nullptr);
 }
+
+namespace {
+
+// Degenerate rows weigh 0 in the forward whatever their logits: their gradient is 0 in every
+// element, by the forward's rule (rows of -inf or NaN logits; all selection values NaN).
+template <class Config>
+void check_dead_rows_backward(const std::vector<float>& bias) {
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " bias " << !bias.empty());
+  std::vector<float> x;
+  auto row = [&](auto value) {
+    for (int e = 0; e < E; ++e) x.push_back(value(e));
+  };
+  row([](int) { return -INFINITY; });
+  row([](int e) { return e % 2 ? NAN : -INFINITY; });
+  row([](int e) { return 0.125f * float(e % 5) - 0.25f; });  // live unless the bias is NaN
+  const std::int64_t tokens = 3;
+  moe::route_params p;
+  p.renormalize = true;
+  std::vector<float> dw(std::size_t(tokens) * K);
+  for (std::size_t i = 0; i < dw.size(); ++i) dw[i] = float(i % 3) - 0.5f;  // unequal: renormalisation does not cancel them
+  test::device_buffer<float> d_x(x), d_bias(bias), d_weights(std::size_t(tokens) * K), d_dw(dw);
+  test::device_buffer<float> d_grad(std::size_t(tokens) * E);
+  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_degenerate(1);
+  d_degenerate.fill_bytes(0);
+  if (!bias.empty()) p.selection_bias = d_bias.data();
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<float>{d_x.data(), nullptr},
+                                       moe::route_outputs<std::int32_t, float>{d_ids.data(), d_weights.data(), nullptr, d_degenerate.data()},
+                                       tokens, p));
+  FRUGAL_REQUIRE_OK(moe::route_backward<Config>(d_x.data(), d_ids.data(), d_dw.data(), d_grad.data(), tokens, p));
+  test::synchronize();
+  const int dead = bias.empty() ? 2 : 3;
+  CHECK(d_degenerate.download()[0] == dead);
+  const auto grad = d_grad.download();
+  for (int t = 0; t < dead; ++t)
+    for (int e = 0; e < E; ++e) CHECK(grad[std::size_t(t * E + e)] == 0.0f);
+  if (bias.empty()) CHECK(std::any_of(grad.begin() + 2 * E, grad.end(), [](float g) { return g != 0.0f; }));
+  // The reference agrees.
+  moe::route_params host_p = p;
+  host_p.selection_bias = bias.empty() ? nullptr : bias.data();
+  const auto fwd = reference::route<Config, float>(x.data(), static_cast<const float*>(nullptr), tokens, host_p);
+  const auto ref = reference::route_backward<Config, double>(x.data(), fwd.global_ids.data(), dw.data(), tokens, host_p);
+  for (int t = 0; t < dead; ++t)
+    for (int e = 0; e < E; ++e) CHECK(ref[std::size_t(t * E + e)] == 0.0);
+}
+
+}  // namespace
+
+TEST_CASE("route backward: degenerate rows (-inf or NaN logits, all selection values NaN) get no gradient") {
+  check_dead_rows_backward<moe::route_config<64, 4, moe::identity_scoring>>({});
+  check_dead_rows_backward<moe::route_config<64, 4, moe::sigmoid_scoring>>({});
+  check_dead_rows_backward<moe::route_config<64, 4, moe::sigmoid_scoring>>(std::vector<float>(64, NAN));
+  check_dead_rows_backward<moe::route_config<64, 4, test::half_tanh_scoring>>(std::vector<float>(64, NAN));
+  check_dead_rows_backward<moe::route_config<8, 2, moe::topk_softmax_scoring>>({});
+  check_dead_rows_backward<moe::route_config<2048, 4, moe::sigmoid_scoring>>(std::vector<float>(2048, NAN));  // block path
+}

@@ -4,6 +4,9 @@
 // path (E > 1024), determinism and argument checking, each against the reference.
 #include <cstring>
 
+#include <frugal/moe/block_route.cuh>
+#include <frugal/moe/thread_route.cuh>
+
 #include "moe_route_support.hpp"
 
 using namespace frugal;
@@ -34,6 +37,115 @@ TEST_CASE("route scoring: sigmoid, sqrt-softplus, none, top-k-then-softmax, a us
   all_patterns_with<moe::route_config<8, 2, moe::topk_softmax_scoring>>(c, 400);  // Mixtral
   all_patterns_with<moe::route_config<128, 4, moe::topk_softmax_scoring>>(c, 500);  // gpt-oss-120b
   all_patterns_with<moe::route_config<60, 4, test::half_tanh_scoring>>(c, 600);
+}
+
+namespace {
+
+struct routed_rows {
+  std::vector<std::int32_t> ids;
+  std::vector<float> weights;
+  int degenerate = 0;
+};
+
+// route() over fp32 rows given on the host; `bias` (E values) is copied to the device.
+template <class Config>
+routed_rows route_rows(const std::vector<float>& logits, moe::route_params params, const std::vector<float>& bias = {}) {
+  constexpr int E = Config::experts, K = Config::k;
+  const std::int64_t tokens = std::int64_t(logits.size()) / E;
+  test::device_buffer<float> d_logits(logits), d_bias(bias), d_weights(std::size_t(tokens) * K);
+  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_degenerate(1);
+  d_degenerate.fill_bytes(0);
+  if (!bias.empty()) params.selection_bias = d_bias.data();
+  moe::route_outputs<std::int32_t, float> out{d_ids.data(), d_weights.data(), nullptr, d_degenerate.data()};
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<float>{d_logits.data(), nullptr}, out, tokens, params));
+  test::synchronize();
+  return {d_ids.download(), d_weights.download(), d_degenerate.download()[0]};
+}
+
+// The degenerate-row rule itself, not only agreement with the reference: rows of -inf and NaN
+// logits are degenerate for every scoring (ids 0..k-1, weight 0, counted); a row with one live
+// logit and rows with +inf logits are not; every weight is finite (an infinite score weighs 0).
+template <class Config>
+void check_dead_rows(moe::route_params params) {
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " renormalize " << params.renormalize);
+  std::vector<float> x;
+  auto row = [&](auto value) {
+    for (int e = 0; e < E; ++e) x.push_back(value(e));
+  };
+  row([](int) { return -INFINITY; });
+  row([](int) { return NAN; });
+  row([](int e) { return e % 2 ? NAN : -INFINITY; });
+  row([](int e) { return e == E / 2 ? 1.5f : -INFINITY; });              // one live logit
+  row([](int e) { return e % 3 == 0 ? INFINITY : 0.25f * float(e % 7); });  // +inf logits
+  const routed_rows r = route_rows<Config>(x, params);
+  CHECK(r.degenerate == 3);
+  for (int t = 0; t < 3; ++t)
+    for (int j = 0; j < K; ++j) {
+      CHECK(r.ids[std::size_t(t * K + j)] == j);
+      CHECK(r.weights[std::size_t(t * K + j)] == 0.0f);
+    }
+  CHECK(r.ids[std::size_t(3 * K)] == E / 2);
+  for (float w : r.weights) CHECK(std::isfinite(w));
+  const auto ref = reference::route<Config, float>(x.data(), static_cast<const float*>(nullptr), 5, params);
+  CHECK(ref.degenerate_rows == 3);
+}
+
+}  // namespace
+
+TEST_CASE("route: rows of -inf or NaN logits are degenerate and counted for every scoring; weights stay finite") {
+  moe::route_params plain, renormalized;
+  renormalized.renormalize = true;
+  for (const auto& p : {plain, renormalized}) {
+    check_dead_rows<moe::route_config<64, 4, moe::softmax_scoring>>(p);
+    check_dead_rows<moe::route_config<64, 4, moe::sigmoid_scoring>>(p);
+    check_dead_rows<moe::route_config<160, 6, moe::sqrt_softplus_scoring>>(p);
+    check_dead_rows<moe::route_config<96, 8, moe::identity_scoring>>(p);
+    check_dead_rows<moe::route_config<8, 2, moe::topk_softmax_scoring>>(p);
+    check_dead_rows<moe::route_config<60, 4, test::half_tanh_scoring>>(p);
+    check_dead_rows<moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>>(p);
+    check_dead_rows<moe::route_config<2048, 4, moe::sigmoid_scoring>>(p);  // block path
+  }
+  // Finite logits whose selection values are all NaN (a NaN bias everywhere): degenerate too.
+  using gate = moe::route_config<64, 4, moe::sigmoid_scoring>;
+  std::vector<float> x(64 * 2);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.01f * float(i % 64);
+  const routed_rows r = route_rows<gate>(x, {}, std::vector<float>(64, NAN));
+  CHECK(r.degenerate == 2);
+  for (float w : r.weights) CHECK(w == 0.0f);
+}
+
+TEST_CASE("route: an explicit top-2-sum group score adds scores, also where selection is on the logits") {
+  // Groups of 4: group 0 holds logits (3, 3), group 1 (10, -1), the rest -5. Sigmoid scores sum to
+  // 1.905 and 1.269: group 0 is kept, though its logits sum to less (6 against 9).
+  auto rows = [](int experts_per_group, float a0, float a1, float b0, float b1, float rest = -5.0f) {
+    std::vector<float> x(std::size_t(2 * experts_per_group), rest);
+    x[0] = a0;
+    x[1] = a1;
+    x[std::size_t(experts_per_group)] = b0;
+    x[std::size_t(experts_per_group + 1)] = b1;
+    return x;
+  };
+  {
+    using config = moe::route_config<8, 2, moe::sigmoid_scoring, 2, 1, moe::group_score::top2_sum>;
+    const routed_rows r = route_rows<config>(rows(4, 3.0f, 3.0f, 10.0f, -1.0f), {});
+    CHECK(r.ids == std::vector<std::int32_t>{0, 1});
+  }
+  {
+    using config = moe::route_config<2048, 2, moe::sigmoid_scoring, 2, 1, moe::group_score::top2_sum>;  // block path
+    const routed_rows r = route_rows<config>(rows(1024, 3.0f, 3.0f, 10.0f, -1.0f), {});
+    CHECK(r.ids == std::vector<std::int32_t>{0, 1});
+  }
+  {
+    // Softmax: logits (2, 2) against (3.5, -10), the rest -20: probabilities sum to more in
+    // group 1, logits to more in group 0.
+    using config = moe::route_config<64, 2, moe::softmax_scoring, 2, 1, moe::group_score::top2_sum>;
+    const auto x = rows(32, 2.0f, 2.0f, 3.5f, -10.0f, -20.0f);
+    const routed_rows r = route_rows<config>(x, {});
+    CHECK(r.ids == std::vector<std::int32_t>{32, 33});
+    const auto ref = reference::route<config, float>(x.data(), static_cast<const float*>(nullptr), 1, moe::route_params{});
+    CHECK(ref.global_ids == std::vector<int>{32, 33});
+  }
 }
 
 TEST_CASE("route: selection bias changes which experts win, not their weights") {
@@ -330,6 +442,146 @@ TEST_CASE("route block path: E = 2048 and 4096") {
   c.params.renormalize = true;
   all_patterns_with<moe::route_config<4096, 16, moe::sigmoid_scoring, 32, 4>, __nv_bfloat16>(c, 3700);
   all_patterns_with<moe::route_config<3072, 6, moe::topk_softmax_scoring, 8, 2>>(c, 3800);
+}
+
+namespace {
+
+// A user kernel routing with moe::block_route at a block size of its own.
+template <class Config, int Threads>
+__global__ void __launch_bounds__(Threads) user_block_route_kernel(const float* logits, std::int64_t tokens, moe::route_params params, std::int32_t* ids,
+                                        float* weights, std::int32_t* degenerate_rows) {
+  using router_t = moe::block_route<Config, Threads>;
+  __shared__ typename router_t::TempStorage storage;
+  router_t router(storage);
+  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    bool degenerate = false;
+    const moe::route_slot slot = router.route(logits + t * Config::experts, static_cast<const float*>(nullptr), t, params, degenerate);
+    if (int(threadIdx.x) < Config::k) {
+      ids[t * Config::k + threadIdx.x] = slot.expert;
+      weights[t * Config::k + threadIdx.x] = slot.weight;
+    }
+    if (threadIdx.x == 0 && degenerate) atomicAdd(degenerate_rows, 1);
+  }
+}
+
+// block_route in a user kernel of `Threads` threads equals route() (whose block path runs 128):
+// the same ids and count; the same weights bit for bit where no block-wide sum enters them
+// (elementwise scorings), within 2 ulps for row softmax (whose sum runs over another tree).
+template <class Config, int Threads>
+void check_user_block_route(logits_pattern pattern, moe::route_params params, const std::vector<float>& bias, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " threads " << Threads << " scoring " << std::string(Config::scoring::name) << " pattern "
+            << std::string(test::pattern_name(pattern)));
+  const std::int64_t tokens = 40;
+  const auto logits = test::make_logits<float>(pattern, tokens, E, rng);
+  test::device_buffer<float> d_logits(logits), d_bias(bias), d_w(std::size_t(tokens) * K), d_w_route(std::size_t(tokens) * K);
+  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_ids_route(std::size_t(tokens) * K), d_deg(1), d_deg_route(1);
+  d_deg.fill_bytes(0);
+  d_deg_route.fill_bytes(0);
+  if (!bias.empty()) params.selection_bias = d_bias.data();
+  FRUGAL_REQUIRE_OK(launch(user_block_route_kernel<Config, Threads>, launch_config{dim3(7), dim3(Threads)}, d_logits.data(), tokens,
+                           params, d_ids.data(), d_w.data(), d_deg.data()));
+  moe::route_outputs<std::int32_t, float> out{d_ids_route.data(), d_w_route.data(), nullptr, d_deg_route.data()};
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<float>{d_logits.data(), nullptr}, out, tokens, params));
+  test::synchronize();
+  CHECK(d_ids.download() == d_ids_route.download());
+  CHECK(d_deg.download() == d_deg_route.download());
+  const auto w = d_w.download(), w_route = d_w_route.download();
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (Config::kind == moe::scoring_kind::row_softmax) CHECK(std::fabs(w[i] - w_route[i]) <= 2.4e-7f * std::fabs(w_route[i]));
+    else CHECK(float_bits(w[i]) == float_bits(w_route[i]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("block_route: a user kernel's own block size routes as route() does (E = 2048)") {
+  moe::route_params p;
+  p.renormalize = true;
+  p.routed_scaling = 2.5f;
+  const auto bias = test::random_bias(2048, 9);
+  for (auto pattern : all_patterns) {
+    check_user_block_route<moe::route_config<2048, 8, moe::sigmoid_scoring, 16, 4>, 256>(pattern, p, bias, 2000 + int(pattern));
+    check_user_block_route<moe::route_config<2048, 8, moe::sigmoid_scoring, 16, 4>, 64>(pattern, p, {}, 2100 + int(pattern));
+    check_user_block_route<moe::route_config<2048, 6, moe::softmax_scoring>, 512>(pattern, p, {}, 2200 + int(pattern));
+  }
+}
+
+namespace {
+
+// A user kernel routing one token per thread with moe::thread_route.
+template <class Config, class T>
+__global__ void user_thread_route_kernel(const T* logits, std::int64_t tokens, moe::route_params params, std::int32_t* ids,
+                                         float* weights, std::int32_t* degenerate_rows) {
+  for (std::int64_t t = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; t < tokens; t += std::int64_t(gridDim.x) * blockDim.x) {
+    moe::route_slot slots[Config::k];
+    bool degenerate = false;
+    moe::thread_route<Config>(logits + t * Config::experts, static_cast<const T*>(nullptr), t, params, slots, degenerate);
+    for (int j = 0; j < Config::k; ++j) {
+      ids[t * Config::k + j] = slots[j].expert;
+      weights[t * Config::k + j] = slots[j].weight;
+    }
+    if (degenerate) atomicAdd(degenerate_rows, 1);
+  }
+}
+
+// thread_route equals route(): the same ids and degenerate count; the same weights where no sum
+// enters them (elementwise scorings, not renormalised; a zero weight may differ in sign: route()
+// reads a chosen logit from its key, which holds -0.0 as +0.0), else within 1e-6 relative (the
+// softmax and renormalisation sums run sequentially here, as butterflies there: a few ulps).
+template <class Config, class T = float>
+void check_thread_route(logits_pattern pattern, moe::route_params params, const std::vector<float>& bias, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  constexpr int E = Config::experts, K = Config::k;
+  INFO("E " << E << " k " << K << " groups " << Config::groups << " scoring " << std::string(Config::scoring::name) << " logits "
+            << std::string(type_name<T>()) << " pattern " << std::string(test::pattern_name(pattern)) << " renormalize "
+            << params.renormalize << " bias " << !bias.empty());
+  const std::int64_t tokens = 300;
+  const auto logits = test::make_logits<T>(pattern, tokens, E, rng);
+  test::device_buffer<T> d_logits(logits);
+  test::device_buffer<float> d_bias(bias), d_w(std::size_t(tokens) * K), d_w_route(std::size_t(tokens) * K);
+  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_ids_route(std::size_t(tokens) * K), d_deg(1), d_deg_route(1);
+  d_deg.fill_bytes(0);
+  d_deg_route.fill_bytes(0);
+  if (!bias.empty()) params.selection_bias = d_bias.data();
+  FRUGAL_REQUIRE_OK(launch(user_thread_route_kernel<Config, T>, launch_config{dim3(3), dim3(64)}, d_logits.data(), tokens, params,
+                           d_ids.data(), d_w.data(), d_deg.data()));
+  moe::route_outputs<std::int32_t, float> out{d_ids_route.data(), d_w_route.data(), nullptr, d_deg_route.data()};
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data(), nullptr}, out, tokens, params));
+  test::synchronize();
+  CHECK(d_ids.download() == d_ids_route.download());
+  CHECK(d_deg.download() == d_deg_route.download());
+  const auto w = d_w.download(), w_route = d_w_route.download();
+  const bool exact = Config::kind == moe::scoring_kind::elementwise && !params.renormalize;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (exact) CHECK(w[i] == w_route[i]);
+    else CHECK(std::fabs(w[i] - w_route[i]) <= 1e-6f * std::fabs(w_route[i]));
+  }
+}
+
+template <class Config, class T = float>
+void thread_route_all_patterns(moe::route_params params, const std::vector<float>& bias, unsigned long long seed) {
+  for (auto pattern : all_patterns) check_thread_route<Config, T>(pattern, params, bias, seed++);
+}
+
+}  // namespace
+
+TEST_CASE("thread_route: one token per thread routes as route() does (E <= 64, every scoring, groups, bias)") {
+  moe::route_params plain, renormalized;
+  renormalized.renormalize = true;
+  renormalized.routed_scaling = 2.5f;
+  for (const auto& p : {plain, renormalized}) {
+    thread_route_all_patterns<moe::route_config<8, 2, moe::topk_softmax_scoring>>(p, {}, 3000);  // Mixtral
+    thread_route_all_patterns<moe::route_config<8, 2, moe::topk_softmax_scoring>, __nv_bfloat16>(p, {}, 3010);
+    thread_route_all_patterns<moe::route_config<16, 4, moe::softmax_scoring>>(p, {}, 3020);
+    thread_route_all_patterns<moe::route_config<7, 1, moe::softmax_scoring>, __half>(p, {}, 3030);
+    thread_route_all_patterns<moe::route_config<32, 8, moe::identity_scoring>>(p, {}, 3040);
+    thread_route_all_patterns<moe::route_config<60, 4, test::half_tanh_scoring>>(p, {}, 3050);
+    thread_route_all_patterns<moe::route_config<64, 6, moe::sigmoid_scoring, 8, 3>>(p, test::random_bias(64, 4), 3060);
+    thread_route_all_patterns<moe::route_config<64, 6, moe::sigmoid_scoring, 8, 3>>(p, {}, 3070);
+    thread_route_all_patterns<moe::route_config<48, 4, moe::softmax_scoring, 4, 2, moe::group_score::top2_sum>>(p, {}, 3080);
+  }
 }
 
 TEST_CASE("route: bitwise deterministic across runs") {

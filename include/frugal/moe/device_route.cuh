@@ -169,7 +169,7 @@ status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t t
     int sms = 0;
     FRUGAL_TRY(multiprocessor_count(sms));
     const std::int64_t blocks = tokens < std::int64_t(sms) * 8 ? tokens : std::int64_t(sms) * 8;
-    return launch(detail::route_block_kernel<Config, T, IdT, WeightT>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
+    return launch(detail::route_block_kernel<Config, T, IdT, WeightT>, launch_config{dim3(unsigned(blocks)), dim3(detail::route_block_threads), 0, stream},
                   in.logits, in.noise_logits, tokens, params, out);
   } else {
     return detail::launch_route_warp_path<Config>(in, out, tokens, params, stream, detail::route_warp_path::automatic);

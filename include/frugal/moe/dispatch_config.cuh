@@ -17,7 +17,7 @@ enum class drop_policy {
   token_order,      //!< earlier tokens first (flat order t * k + j)
   slot_major,       //!< all first choices before any second choice (GShard, Tutel): order j * T + t
   weight_priority,  //!< larger routing weight first, ties to the earlier entry (batch prioritized routing)
-  random,           //!< a seeded random priority per entry (Philox4x32-10 of (seed, t, j))
+  random,           //!< a seeded random priority per entry (Philox4x32-10 of (seed, flat entry t * k + j))
 };
 
 //! Where an expert's kept entries go in the expert-major buffer.
@@ -87,6 +87,7 @@ struct plan_outputs {
   std::int32_t* row_to_expanded = nullptr;  //!< [max rows] TRT permuted_row_to_unpermuted_row; padding/empty: -1
   std::int32_t* row_to_token = nullptr;     //!< [max rows] source token of each row, for GEMMs that gather; padding/empty: -1
   std::int32_t* tile_experts = nullptr;     //!< [max rows / block_size] expert of each block_size tile; unused: -1
+                                            //!< (packed placement only: the masked layout leaves it unwritten)
   std::int32_t* total_rows = nullptr;       //!< [1] rows used (vLLM num_tokens_post_pad)
   //! [2]: number of ids outside [-1, E) (treated as not routed) and of ids repeating an earlier
   //! id of the same token (kept as separate entries). Both 0 for well-formed routing.

@@ -47,36 +47,51 @@ status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::in
                 x, tokens, hidden, k, row_to_slot, slot_to_row, rows, static_cast<const float*>(nullptr), out);
 }
 
-//! How permute_fp8 scales.
+//! How permute_fp8 scales, and where its scales go (G = hidden / 128 groups per row).
 enum class fp8_scaling {
-  per_token,  //!< scales [rows]: amax of the row / 448
-  per_128,    //!< scales [rows, hidden / 128]: amax of each 128 elements / 448 (DeepSeek-V3, DeepEP)
+  per_token,         //!< scales [rows]: amax of the row / 448
+  per_128,           //!< scales [rows, G], row-major: amax of each 128 elements / 448 (row r, group g at r G + g)
+  per_128_mn_major,  //!< the same scales transposed within blocks of B rows: [rows / B, G, B], row r, group g
+                     //!< at (r / B) G B + g B + r % B. DeepGEMM's scale layout for its fp8 grouped GEMMs
+                     //!< (B = rows for the contiguous layout; B = the capacity for the masked layout
+                     //!< [E, capacity, hidden], as DeepEP's low-latency dispatch writes it)
 };
 
-//! permute() with fp8 e4m3 output in the same pass: q = x / s saturated to +-448, rounded to
-//! nearest even, s = amax / 448 (1 for an all-zero group); padding rows are zeros with scale 1.
-//! scales: float [rows] (per_token) or [rows, hidden / 128] (per_128; hidden a multiple of 128).
-//! slot_to_row is optional, as for permute (then each token is read and quantised once).
+//! permute() with fp8 e4m3 output in the same pass: q = x * (1 / s) saturated to +-448, rounded
+//! to nearest even, s = amax / 448 (1 for an all-zero group); padding rows are zeros with scale 1.
+//! scales: float [rows] (per_token), [rows, hidden / 128] (per_128) or [rows / B, hidden / 128, B]
+//! (per_128_mn_major with B = scale_block_rows, 0 meaning rows; rows a multiple of B); per-128
+//! scaling needs hidden to be a multiple of 128. scales 4-byte aligned. slot_to_row is optional, as
+//! for permute (then each token is read and quantised once).
 template <class T>
 status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot,
                    const std::int32_t* slot_to_row, std::int64_t rows, __nv_fp8_e4m3* out, float* scales,
-                   fp8_scaling scaling = fp8_scaling::per_token, cudaStream_t stream = nullptr) {
+                   fp8_scaling scaling = fp8_scaling::per_token, std::int64_t scale_block_rows = 0,
+                   cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::permute_fp8: T must be float, __half or __nv_bfloat16");
   FRUGAL_TRY(detail::check_counts("frugal::moe::permute_fp8: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX",
                                    tokens, rows, k));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute_fp8: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::permute_fp8: x and out must be 16-byte aligned", hidden, {x, out}));
-  if (scaling == fp8_scaling::per_128 && hidden % 128 != 0)
+  const bool per_128 = scaling != fp8_scaling::per_token;
+  if (per_128 && hidden % 128 != 0)
     return status::invalid("frugal::moe::permute_fp8: per_128 scaling needs hidden to be a multiple of 128");
+  if (scaling == fp8_scaling::per_128_mn_major && (scale_block_rows < 0 || (scale_block_rows > 0 && rows % scale_block_rows != 0)))
+    return status::invalid("frugal::moe::permute_fp8: scale_block_rows must be 0 (all rows) or a positive divisor of rows");
   if (rows == 0) return status{};
   if (!row_to_slot || !out || !scales || (!x && tokens > 0)) return status::invalid("frugal::moe::permute_fp8: null pointer");
+  if (!is_aligned(scales, alignof(float))) return status::misaligned("frugal::moe::permute_fp8: scales must be 4-byte aligned");
   dim3 grid;
   FRUGAL_TRY(detail::source_grid(tokens, rows, slot_to_row, grid));
   constexpr int V = detail::dispatch_vector<T>;
   const launch_config config{grid, dim3(detail::dispatch_threads), 0, stream};
-  if (scaling == fp8_scaling::per_128)
-    return launch(detail::permute_fp8_kernel<T, V, 128>, config, x, tokens, hidden, k, row_to_slot, slot_to_row, rows, out, scales);
-  return launch(detail::permute_fp8_kernel<T, V, 0>, config, x, tokens, hidden, k, row_to_slot, slot_to_row, rows, out, scales);
+  // Block rows of the scale layout: 0 for row-major.
+  const std::int64_t block_rows = scaling == fp8_scaling::per_128_mn_major ? (scale_block_rows > 0 ? scale_block_rows : rows) : 0;
+  if (per_128)
+    return launch(detail::permute_fp8_kernel<T, V, 128>, config, x, tokens, hidden, k, row_to_slot, slot_to_row, rows, out, scales,
+                  block_rows);
+  return launch(detail::permute_fp8_kernel<T, V, 0>, config, x, tokens, hidden, k, row_to_slot, slot_to_row, rows, out, scales,
+                std::int64_t(0));
 }
 
 }  // namespace frugal::moe

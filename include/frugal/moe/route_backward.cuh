@@ -67,13 +67,25 @@ __global__ void __launch_bounds__(128, 1)
       x[i] = transformed_logit(raw[i], params, t, e, active && e < E ? noise_of(e) : NAN);
     }
     softmax_stats stats;
-    if constexpr (Config::kind == scoring_kind::row_softmax) stats = softmax_stats_of(x, reduce);
+    bool live = true;  // the forward's degenerate-row rule (warp_route_select), the other kinds
+    if constexpr (Config::kind == scoring_kind::row_softmax) {
+      stats = softmax_stats_of(x, reduce);
+    } else {
+      live = false;
+      FRUGAL_UNROLL
+      for (int i = 0; i < Items; ++i) {
+        const int e = i * TPT + local;
+        const float v = e < E ? selection_value<S>(x[i], elementwise_score<S>(x[i]), params.selection_bias, e) : NAN;
+        live = live || (v == v && x[i] > -INFINITY);
+      }
+      live = reduce.any(live);
+    }
     if (!exists) continue;  // after the last reduction: the rest needs no other thread
 
     // The k chosen experts' forward weights before renormalisation (r), then d r.
     int id[K];
     float r[K], dr[K];
-    bool degenerate = Config::kind == scoring_kind::row_softmax && stats.degenerate();
+    bool degenerate = (Config::kind == scoring_kind::row_softmax && stats.degenerate()) || !live;
     FRUGAL_UNROLL
     for (int j = 0; j < K; ++j) {
       const std::int64_t e = active ? std::int64_t(ids[t * K + j]) : -1;
@@ -97,10 +109,10 @@ __global__ void __launch_bounds__(128, 1)
       for (int j = 0; j < K; ++j) r[j] = selected.probability(r[j]);
       degenerate = degenerate || selected.degenerate();
     }
-    bool constant[K];  // NaN scores weighed 0 in the forward: constants here
+      bool constant[K];  // NaN or infinite scores weighed 0 in the forward: constants here
     FRUGAL_UNROLL
     for (int j = 0; j < K; ++j) {
-      constant[j] = r[j] != r[j] || id[j] < 0;
+      constant[j] = !(fabsf(r[j]) < INFINITY) || id[j] < 0;
       r[j] = constant[j] ? 0.0f : r[j];
     }
     if (params.renormalize) {

@@ -36,6 +36,13 @@ FRUGAL_HOST_DEVICE float transformed_logit(float raw, const route_params& params
   return x;
 }
 
+//! One routing slot: the r-th chosen expert of a token (global id, 0..E-1) and its final weight
+//! (in lane r < k of the token's logical warp for warp_route; slots[r] for thread_route).
+struct route_slot {
+  int expert = 0;
+  float weight = 0.0f;
+};
+
 //! Row statistics for softmax with frugal's rules: NaN logits take no probability; if any logit
 //! is +inf, the +inf logits share the probability equally; a row whose logits are all -inf or NaN
 //! has no softmax (degenerate).
@@ -145,6 +152,43 @@ template <class Scoring>
 FRUGAL_HOST_DEVICE float selection_value(float x, float score, const float* bias, int expert) {
   const float v = selection_value_of_number<Scoring>(x, score, bias, expert);
   return x != x ? x : v;  // a NaN logit is never selected before a number, whatever its bias
+}
+
+//! The weight of a chosen expert whose transformed logit is x, before renormalisation and
+//! scaling: its probability under `stats` (row softmax: the row's statistics; top-k-then-softmax:
+//! those of the chosen logits) or its elementwise score. A NaN or infinite score weighs 0.
+template <class Config>
+FRUGAL_HOST_DEVICE float chosen_weight(float x, const softmax_stats& stats) {
+  float w;
+  if constexpr (Config::kind == scoring_kind::elementwise) w = elementwise_score<typename Config::scoring>(x);
+  else w = stats.probability(x);
+  return fabsf(w) < INFINITY ? w : 0.0f;
+}
+
+//! A weight renormalised by `denominator` (the chosen weights' sum + epsilon); 0 where the
+//! denominator is 0 (every weight 0 with epsilon 0; or signed scores that cancel).
+FRUGAL_HOST_DEVICE float renormalized_weight(float weight, float denominator) {
+  return denominator != 0.0f ? weight / denominator : 0.0f;
+}
+
+//! A reducer over one thread (the interface of frugal::warp_reducer and frugal::block_reduce):
+//! the row statistics of a row a single thread holds.
+struct single_thread_reducer {
+  template <class T>
+  FRUGAL_HOST_DEVICE T sum(T v) const { return v; }
+  template <class T>
+  FRUGAL_HOST_DEVICE T max(T v) const { return v; }
+  FRUGAL_HOST_DEVICE bool any(bool p) const { return p; }
+};
+
+//! The score of a group member whose selection value is its logit `x` (a monotone scoring
+//! without a bias): the elementwise score, or the row-softmax probability. Top-k-then-softmax
+//! has no score before selection: its group values stay the logits.
+template <class Config>
+FRUGAL_HOST_DEVICE float group_score_of(float x, const softmax_stats& stats) {
+  if constexpr (Config::kind == scoring_kind::elementwise) return elementwise_score<typename Config::scoring>(x);
+  else if constexpr (Config::kind == scoring_kind::row_softmax) return stats.probability(x);
+  else return x;
 }
 
 //! Whether group scores sum the top two (true) or take the max (false).

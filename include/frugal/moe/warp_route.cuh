@@ -20,13 +20,6 @@
 
 namespace frugal::moe {
 
-//! One routing slot: in lane r < k of the token's logical warp, the r-th chosen expert (global
-//! id, 0..E-1) and its final weight.
-struct route_slot {
-  int expert = 0;
-  float weight = 0.0f;
-};
-
 //! The widest vector (at most 16 bytes) that divides both the items per lane and E, so that
 //! each lane's chunks of logits load in single accesses.
 template <class Config, class T>
@@ -58,37 +51,25 @@ FRUGAL_DEVICE float chosen_logit(int chosen_expert, const T* row, const NoiseT* 
 template <class Config, int W>
 FRUGAL_DEVICE route_slot finish_route(int chosen_expert, float chosen_x, const route_params& params,
                                       const softmax_stats& row_stats, bool& degenerate) {
-  using S = typename Config::scoring;
   constexpr int K = Config::k;
   const int lane = int(lane_index()) % W;
   const bool holds_slot = lane < K;
   route_slot slot;
   slot.expert = holds_slot ? chosen_expert : 0;
   if (!holds_slot) chosen_x = NAN;  // NaN: no term, no max in the statistics below
-  float weight;
+  softmax_stats stats = row_stats;
   if constexpr (Config::kind == scoring_kind::selected_softmax) {
     const float held[1] = {chosen_x};
     warp_reducer<W> reducer;
-    const softmax_stats selected = softmax_stats_of(held, reducer);
-    weight = selected.probability(chosen_x);
-    degenerate = degenerate || selected.degenerate();
-  } else if constexpr (Config::kind == scoring_kind::row_softmax) {
-    weight = row_stats.probability(chosen_x);
-    degenerate = degenerate || row_stats.degenerate();
-  } else {
-    weight = elementwise_score<S>(chosen_x);
+    stats = softmax_stats_of(held, reducer);  // of the chosen logits
   }
-  if (weight != weight) weight = 0.0f;  // a NaN score carries no weight
+  if constexpr (Config::kind != scoring_kind::elementwise) degenerate = degenerate || stats.degenerate();
+  float weight = chosen_weight<Config>(chosen_x, stats);
   if (degenerate) {
     slot.expert = lane;
     weight = 0.0f;
   }
-  if (params.renormalize) {
-    // A denominator that sums to exactly 0 (every weight 0 with epsilon 0, as in a degenerate
-    // row; or signed scores that cancel) leaves the weights 0 instead of dividing by 0.
-    const float denominator = warp_sum<W>(holds_slot ? weight : 0.0f) + params.renormalize_epsilon;
-    weight = denominator != 0.0f ? weight / denominator : 0.0f;
-  }
+  if (params.renormalize) weight = renormalized_weight(weight, warp_sum<W>(holds_slot ? weight : 0.0f) + params.renormalize_epsilon);
   slot.weight = weight * params.routed_scaling;
   return slot;
 }
@@ -208,8 +189,10 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
       FRUGAL_UNROLL
       for (int i = 0; i < Items; ++i) score_by_formula(i);
     }
+    // Degenerate: no expert has both a logit above -inf and a selection value that is a number
+    // (all -inf or NaN logits, whatever the scoring; or all selection values NaN).
     FRUGAL_UNROLL
-    for (int i = 0; i < Items; ++i) any_number = any_number || (expert_of(i) < E && v[i] == v[i]);
+    for (int i = 0; i < Items; ++i) any_number = any_number || (expert_of(i) < E && v[i] == v[i] && x[i] > -INFINITY);
     degenerate = !warp_any<W>(any_number);
   }
 
@@ -217,6 +200,14 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
   unsigned kept_groups = ~0u;
   if constexpr (G > 1) {
     const bool top2 = group_uses_top2<Config::group_rule>(params.selection_bias) && EPG >= 2;
+    // A group's top two sum scores (+ bias). Where the selection values are the logits (a
+    // monotone scoring without a bias) the two largest logits are scored first: the same two.
+    const bool sum_scores = top2 && scoring_is_monotone<S> && !params.selection_bias;
+    auto group_value = [&](float a1, float a2) {
+      if (!top2) return a1;
+      if (sum_scores) return group_score_of<Config>(a1, stats) + group_score_of<Config>(a2, stats);
+      return a1 + a2;
+    };
     constexpr int Chunks = Items / V, L = EPG / V;
     // Segmented: every chunk's V experts lie in one group and a group spans L aligned lanes of a
     // chunk (DeepSeek-V3: E = 256, 8 groups, bf16: V = 8, L = 4). Then a group's top 2 is a
@@ -238,7 +229,7 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
           merge_top2(a1, a2, b1, b2);
         }
         const int first = expert_of(c * V);
-        group_keys[c] = lane % L == 0 && first < E ? make_topk_key(top2 ? a1 + a2 : a1, std::uint32_t(first / EPG))
+        group_keys[c] = lane % L == 0 && first < E ? make_topk_key(group_value(a1, a2), std::uint32_t(first / EPG))
                                                    : empty_topk_key;
       }
     } else {
@@ -264,7 +255,7 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
           const float b2 = top2 ? shfl_xor<W>(a2, offset) : -INFINITY;
           merge_top2(a1, a2, b1, b2);
         }
-        if (lane == g) mine = top2 ? a1 + a2 : a1;
+        if (lane == g) mine = group_value(a1, a2);
       }
       group_keys[0] = lane < G ? make_topk_key(mine, std::uint32_t(lane)) : empty_topk_key;
     }

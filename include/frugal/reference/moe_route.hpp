@@ -107,21 +107,38 @@ std::vector<float> selection_values(const std::vector<R>& x, const std::vector<R
   return v;
 }
 
+// Whether a row is degenerate by the rule of every kind but row softmax (whose statistics tell):
+// no expert has both a logit above -inf and a selection value that is a number.
+template <class Config, class R>
+bool dead_row(const std::vector<R>& x, const std::vector<R>& s, const moe::route_params& p) {
+  if constexpr (Config::kind == moe::scoring_kind::row_softmax) return false;
+  const std::vector<float> v = selection_values<Config>(x, s, p);
+  for (std::size_t e = 0; e < x.size(); ++e)
+    if (!std::isnan(v[e]) && x[e] > -std::numeric_limits<R>::infinity()) return false;
+  return true;
+}
+
 // The k chosen experts of one token (global ids), by the documented selection rules.
 template <class Config, class R>
 std::vector<int> select(const std::vector<R>& x, const std::vector<R>& s, const moe::route_params& p, bool& degenerate) {
   constexpr int E = Config::experts, K = Config::k, G = Config::groups, EPG = Config::experts_per_group;
   const std::vector<float> v = selection_values<Config>(x, s, p);
-  if constexpr (Config::kind != moe::scoring_kind::row_softmax)
-    degenerate = std::all_of(v.begin(), v.end(), [](float f) { return std::isnan(f); });
+  degenerate = degenerate || dead_row<Config>(x, s, p);
 
   std::vector<bool> allowed(std::size_t(E), true);
   if constexpr (G > 1) {
     const bool top2 = (Config::group_rule == moe::group_score::top2_sum ||
                        (Config::group_rule == moe::group_score::automatic && p.selection_bias)) && EPG >= 2;
+    // A top-2 sum adds scores (+ bias): the scores themselves where the selection values are the
+    // logits (a monotone scoring without a bias; top-k-then-softmax has no scores yet).
+    const bool sum_scores = top2 && moe::scoring_is_monotone<typename Config::scoring> && !p.selection_bias &&
+                            Config::kind != moe::scoring_kind::selected_softmax;
     std::vector<float> group_scores(static_cast<std::size_t>(G));
     for (int g = 0; g < G; ++g) {
       std::vector<float> members(v.begin() + g * EPG, v.begin() + (g + 1) * EPG);
+      if (sum_scores)
+        for (int j = 0; j < EPG; ++j)
+          members[std::size_t(j)] = std::isnan(v[std::size_t(g * EPG + j)]) ? NAN : float(s[std::size_t(g * EPG + j)]);
       for (auto& m : members) m = std::isnan(m) ? -std::numeric_limits<float>::infinity() : m;
       std::sort(members.begin(), members.end(), std::greater<float>());
       group_scores[std::size_t(g)] = top2 ? members[0] + members[1] : members[0];
@@ -160,7 +177,7 @@ std::vector<R> weights(const std::vector<R>& x, const std::vector<R>& s, const s
   } else {
     for (int j = 0; j < K; ++j) w[std::size_t(j)] = s[std::size_t(ids[std::size_t(j)])];
   }
-  for (auto& wj : w) wj = std::isnan(wj) || degenerate ? R(0) : wj;
+  for (auto& wj : w) wj = !std::isfinite(wj) || degenerate ? R(0) : wj;  // NaN or infinite scores weigh 0
   if (p.renormalize) {
     R total = 0;
     for (R wj : w) total += wj;
@@ -214,6 +231,7 @@ std::vector<R> route_weights_of(const std::vector<R>& x_raw, const std::vector<i
   }
   bool degenerate = false;
   const auto s = detail::scores<Config>(x, degenerate);
+  degenerate = degenerate || detail::dead_row<Config>(x, s, p);
   return detail::weights<Config>(x, s, ids, p, degenerate);
 }
 
@@ -240,6 +258,7 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
     }
     bool degenerate = false;
     const auto s = detail::scores<Config>(x, degenerate);
+    degenerate = degenerate || detail::dead_row<Config>(x, s, p);
     std::vector<int> ids(global_ids + t * K, global_ids + (t + 1) * K);
     // Forward weights before renormalisation and scaling: r_j.
     std::vector<R> r(static_cast<std::size_t>(K));
@@ -255,7 +274,7 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
     if (degenerate) continue;  // weights are constants (0)
     std::vector<bool> zeroed(static_cast<std::size_t>(K));
     for (int j = 0; j < K; ++j) {
-      zeroed[std::size_t(j)] = std::isnan(r[std::size_t(j)]);
+      zeroed[std::size_t(j)] = !std::isfinite(r[std::size_t(j)]);  // NaN or infinite scores weigh 0
       if (zeroed[std::size_t(j)]) r[std::size_t(j)] = 0;
     }
     // d r_j from d w_j: scaling, then renormalisation w = r / (sum r + eps).

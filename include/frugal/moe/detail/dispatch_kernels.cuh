@@ -150,7 +150,7 @@ template <class T, int V, int Group>
 __global__ void __launch_bounds__(dispatch_threads)
     permute_fp8_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
                        const std::int32_t* __restrict__ slot_to_row, std::int64_t rows, __nv_fp8_e4m3* __restrict__ out,
-                       float* __restrict__ scales) {
+                       float* __restrict__ scales, std::int64_t scale_block_rows) {  // 0: row-major scales
   __shared__ typename block_reduce<float, dispatch_threads>::TempStorage storage;
   __shared__ row_targets targets;
   const int chunks = hidden / V;
@@ -197,7 +197,10 @@ __global__ void __launch_bounds__(dispatch_threads)
           const std::int32_t row = to.row[d];
           if (row < 0) continue;
           store_vector(quantized_row(row) + c * V, q);
-          if (c % lanes_per_group == 0) scales[std::int64_t(row) * (hidden / Group) + c / lanes_per_group] = scale;
+          if (c % lanes_per_group == 0) {
+            const std::int64_t groups = hidden / Group, g = c / lanes_per_group, b = scale_block_rows;
+            scales[b > 0 ? (row / b) * groups * b + g * b + row % b : std::int64_t(row) * groups + g] = scale;
+          }
         }
       }
     }

@@ -11,6 +11,7 @@
 
 #include <frugal/core/block.cuh>
 #include <frugal/core/numeric.cuh>
+#include <frugal/moe/block_route.cuh>
 #include <frugal/moe/route_config.cuh>
 #include <frugal/moe/route_math.cuh>
 #include <frugal/moe/score_table.cuh>
@@ -21,6 +22,9 @@
 #include <type_traits>
 
 namespace frugal::moe::detail {
+
+// Threads of a block-path block (one token at a time).
+inline constexpr int route_block_threads = 128;
 
 // Writes one slot of token t (called by lane r < k of the token's logical warp).
 template <class IdT, class WeightT>
@@ -142,101 +146,24 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
   });
 }
 
+// The block path: one token per block at a time (block_route), grid-stride over tokens.
 template <class Config, class T, class IdT, class WeightT>
-__global__ void __launch_bounds__(128, 1)
+__global__ void __launch_bounds__(route_block_threads, 1)
     route_block_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
                        route_params params, route_outputs<IdT, WeightT> out) {
-  using S = typename Config::scoring;
-  constexpr int B = 128, warps = B / 32, E = Config::experts, K = Config::k, Items = (E + B - 1) / B;
-  constexpr int G = Config::groups, EPG = Config::experts_per_group;
-  constexpr int candidates_per_lane = (warps * K + 31) / 32;
-  __shared__ float group_values[G > 1 ? E : 1];
-  __shared__ topk_key candidates[warps * K];
-  __shared__ unsigned kept_groups_shared;
-  __shared__ typename block_reduce<float, B>::TempStorage reduce_storage;
-  const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
-
+  using router_t = block_route<Config, route_block_threads>;
+  __shared__ typename router_t::TempStorage storage;
+  router_t router(storage);
+  const int tid = int(threadIdx.x);
   for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
-    const bool padding = params.row_mask && params.row_mask[t] == 0;
-    const T* row = logits + t * E;
-    const T* noise_row = noise_logits ? noise_logits + t * E : nullptr;
-    if (padding) {  // uniform across the block
-      if (tid < K) write_slot(out, params, tokens, t, K, tid, true, false, route_slot{});
+    if (params.row_mask && params.row_mask[t] == 0) {  // uniform across the block
+      if (tid < Config::k) write_slot(out, params, tokens, t, Config::k, tid, true, false, route_slot{});
       continue;
     }
-    block_reduce<float, B> reduce(reduce_storage);
-
-    float x[Items];
-    FRUGAL_UNROLL
-    for (int i = 0; i < Items; ++i) {
-      const int e = i * B + tid;
-      x[i] = e < E ? transformed_logit(to_float(row[e]), params, t, e, noise_row ? to_float(noise_row[e]) : NAN) : NAN;
-    }
-    softmax_stats stats;
-    float v[Items];
-    bool degenerate;
-    if constexpr (Config::kind == scoring_kind::row_softmax) {
-      stats = softmax_stats_of(x, reduce);
-      FRUGAL_UNROLL
-      for (int i = 0; i < Items; ++i) {
-        const int e = i * B + tid;
-        v[i] = selection_value<S>(x[i], stats.probability(x[i]), e < E ? params.selection_bias : nullptr, e);
-      }
-      degenerate = stats.degenerate();
-    } else {
-      float any_number = 0.0f;
-      FRUGAL_UNROLL
-      for (int i = 0; i < Items; ++i) {
-        const int e = i * B + tid;
-        v[i] = selection_value<S>(x[i], elementwise_score<S>(x[i]), e < E ? params.selection_bias : nullptr, e);
-        any_number = (e < E && v[i] == v[i]) ? 1.0f : any_number;
-      }
-      degenerate = reduce.max(any_number) == 0.0f;
-    }
-
-    unsigned kept_groups = ~0u;
-    if constexpr (G > 1) {
-      FRUGAL_UNROLL
-      for (int i = 0; i < Items; ++i)
-        if (i * B + tid < E) group_values[i * B + tid] = v[i];
-      __syncthreads();
-      if (warp == 0) {
-        const bool top2 = group_uses_top2<Config::group_rule>(params.selection_bias) && EPG >= 2;
-        float a1 = -INFINITY, a2 = -INFINITY;
-        if (lane < G)
-          for (int j = 0; j < EPG; ++j) insert_top2(a1, a2, group_values[lane * EPG + j]);
-        topk_key group_key[1] = {lane < G ? make_topk_key(top2 ? a1 + a2 : a1, std::uint32_t(lane)) : empty_topk_key};
-        const topk_key kept = warp_topk<1, 32>(group_key, Config::topk_groups);
-        const unsigned bit = (lane < Config::topk_groups && kept != empty_topk_key) ? 1u << topk_key_index(kept) : 0u;
-        const unsigned mask = warp_or(bit);
-        if (lane == 0) kept_groups_shared = mask;
-      }
-      __syncthreads();
-      kept_groups = kept_groups_shared;
-    }
-
-    // Each warp selects its k best, then warp 0 selects the k best of the warps' candidates.
-    topk_key keys[Items];
-    FRUGAL_UNROLL
-    for (int i = 0; i < Items; ++i) {
-      const int e = i * B + tid;
-      keys[i] = (e < E && ((kept_groups >> (e / EPG)) & 1u)) ? make_topk_key(v[i], std::uint32_t(e)) : empty_topk_key;
-    }
-    const topk_key warp_best = warp_topk<Items, 32>(keys, K);
-    if (lane < K) candidates[warp * K + lane] = warp_best;
-    __syncthreads();
-    if (warp == 0) {
-      topk_key pool[candidates_per_lane];
-      FRUGAL_UNROLL
-      for (int j = 0; j < candidates_per_lane; ++j)
-        pool[j] = j * 32 + lane < warps * K ? candidates[j * 32 + lane] : empty_topk_key;
-      const topk_key chosen = warp_topk<candidates_per_lane, 32>(pool, K);
-      const int expert = int(topk_key_index(chosen));
-      const float chosen_x = chosen_logit<Config, 32>(expert, row, noise_row, t, true, params);
-      const route_slot slot = finish_route<Config, 32>(expert, chosen_x, params, stats, degenerate);
-      if (lane < K) write_slot(out, params, tokens, t, K, lane, false, degenerate, slot);
-    }
-    __syncthreads();  // candidates and group values are rewritten for the next token
+    bool degenerate = false;
+    const route_slot slot = router.route(logits + t * Config::experts, noise_logits ? noise_logits + t * Config::experts : nullptr,
+                                         t, params, degenerate);
+    if (tid < Config::k) write_slot(out, params, tokens, t, Config::k, tid, false, degenerate, slot);
   }
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Expert-choice routing against the reference: every expert takes its top-capacity tokens.
 #include <frugal/moe/expert_choice.cuh>
+#include <frugal/moe/permute.cuh>
 #include <frugal/reference/moe_expert_choice.hpp>
 
 #include <algorithm>
@@ -94,6 +95,22 @@ void check_expert_choice(logits_pattern pattern, std::int64_t tokens, int capaci
       FAIL("experts of token " << t << ": " << got_per_token[std::size_t(t)] << " vs " << ref.experts_per_token[std::size_t(t)]);
   const auto o = offsets.download();
   for (int e = 0; e <= E; ++e) REQUIRE(o[std::size_t(e)] == std::int64_t(e) * capacity);
+
+  // Dispatch-ready: token_ids is permute's row -> slot map with k = 1 (a slot is a token), so
+  // permute gathers the [E * capacity, hidden] expert-major buffer, empty slots as zero rows.
+  constexpr int hidden = 16;
+  std::vector<float> x(std::size_t(tokens) * hidden);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 97) - 48.0f;
+  test::device_buffer<float> d_x(x), d_gathered(std::size_t(E) * capacity * hidden);
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, 1, ids.data(), static_cast<const std::int32_t*>(nullptr),
+                                 std::int64_t(E) * capacity, d_gathered.data()));
+  test::synchronize();
+  const auto gathered = d_gathered.download();
+  for (std::size_t row = 0; row < got.size(); ++row)
+    for (int h = 0; h < hidden; ++h) {
+      const float expected = got[row] >= 0 ? x[std::size_t(got[row]) * hidden + std::size_t(h)] : 0.0f;
+      if (gathered[row * hidden + std::size_t(h)] != expected) FAIL("gathered row " << row << " element " << h);
+    }
 }
 
 }  // namespace

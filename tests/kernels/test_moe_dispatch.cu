@@ -184,7 +184,90 @@ void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned lo
   }
 }
 
+// Expert choice's way back: combine_expert_choice (weighted, with a residual; unweighted, the
+// backward of the k = 1 permute) and its backward, bit for bit against host loops in the
+// kernel's order. Lists as route_expert_choice writes them: each expert's tokens increasing,
+// then -1 (experts with fewer valid tokens than places), some tokens chosen by no expert.
+template <class T>
+void check_expert_choice_combine(std::int64_t tokens, int experts, int capacity, int hidden, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO(std::string(type_name<T>()) << " T " << tokens << " E " << experts << " C " << capacity << " hidden " << hidden);
+  const std::int64_t rows = std::int64_t(experts) * capacity;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(rows), -1);
+  std::vector<float> w(static_cast<std::size_t>(rows), 0.0f);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int e = 0; e < experts; ++e) {
+    std::set<std::int32_t> chosen;
+    const int valid = std::min<std::int64_t>(capacity - e % 3, tokens - 1);  // token T - 1: nobody's
+    while (int(chosen.size()) < valid) chosen.insert(std::int32_t(rng() % std::uint64_t(tokens - 1)));
+    int j = 0;
+    for (std::int32_t t : chosen) {
+      ids[std::size_t(e) * capacity + j] = t;
+      w[std::size_t(e) * capacity + j] = u(rng);
+      ++j;
+    }
+  }
+  const auto y = random_rows<T>(rows, hidden, rng), residual = random_rows<T>(tokens, hidden, rng), d_out = random_rows<T>(tokens, hidden, rng);
+  test::device_buffer<T> d_y(y), d_residual(residual), d_out_dev(d_out), d_combined(std::size_t(tokens) * hidden),
+      d_plain(std::size_t(tokens) * hidden), d_dy(std::size_t(rows) * hidden);
+  test::device_buffer<std::int32_t> d_ids(ids);
+  test::device_buffer<float> d_w(w), d_dw(static_cast<std::size_t>(rows));
+  FRUGAL_REQUIRE_OK(moe::combine_expert_choice(d_y.data(), experts, capacity, d_ids.data(), d_w.data(), tokens, hidden,
+                                               static_cast<const T*>(d_residual.data()), d_combined.data()));
+  FRUGAL_REQUIRE_OK(moe::combine_expert_choice(d_y.data(), experts, capacity, d_ids.data(), static_cast<const float*>(nullptr), tokens,
+                                               hidden, static_cast<const T*>(nullptr), d_plain.data()));
+  FRUGAL_REQUIRE_OK(moe::combine_expert_choice_backward(d_out_dev.data(), d_y.data(), experts, capacity, d_ids.data(), d_w.data(),
+                                                        tokens, hidden, d_dy.data(), d_dw.data()));
+  test::synchronize();
+  // Host loops: per token, its experts in increasing order, fp32 fused multiply-adds, then the residual.
+  std::vector<T> combined(std::size_t(tokens) * hidden), plain(combined.size());
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (int h = 0; h < hidden; ++h) {
+      float acc = 0.0f, acc_plain = 0.0f;
+      for (std::int64_t r = 0; r < rows; ++r)  // rows in expert order
+        if (ids[std::size_t(r)] == t) {
+          acc = std::fma(w[std::size_t(r)], to_float(y[std::size_t(r * hidden + h)]), acc);
+          acc_plain = std::fma(1.0f, to_float(y[std::size_t(r * hidden + h)]), acc_plain);
+        }
+      combined[std::size_t(t * hidden + h)] = from_float<T>(acc + to_float(residual[std::size_t(t * hidden + h)]));
+      plain[std::size_t(t * hidden + h)] = from_float<T>(acc_plain);
+    }
+  CHECK(same_bits(d_combined.download(), combined));
+  CHECK(same_bits(d_plain.download(), plain));
+  // d y = w * d out[token]; d w = <d out[token], y> in the kernel's butterfly order (the
+  // reference's combine_weight_grad on the gathered d out rows, one slot per row).
+  std::vector<T> dy(static_cast<std::size_t>(rows * hidden), from_float<T>(0.0f)), gathered = dy;
+  std::vector<std::int32_t> identity(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    identity[std::size_t(r)] = ids[std::size_t(r)] >= 0 ? std::int32_t(r) : -1;
+    const std::int32_t t = ids[std::size_t(r)];
+    if (t < 0) continue;
+    for (int h = 0; h < hidden; ++h) {
+      gathered[std::size_t(r * hidden + h)] = d_out[std::size_t(std::int64_t(t) * hidden + h)];
+      dy[std::size_t(r * hidden + h)] = from_float<T>(w[std::size_t(r)] * to_float(d_out[std::size_t(std::int64_t(t) * hidden + h)]));
+    }
+  }
+  CHECK(same_bits(d_dy.download(), dy));
+  const auto dw_ref = reference::combine_weight_grad(gathered.data(), y.data(), rows, hidden, 1, rows, identity.data());
+  const auto dw = d_dw.download();
+  CHECK(std::memcmp(dw.data(), dw_ref.data(), dw.size() * sizeof(float)) == 0);
+}
+
 }  // namespace
+
+TEST_CASE("combine_expert_choice and its backward: bit for bit, experts in order, tokens nobody chose") {
+  check_expert_choice_combine<__nv_bfloat16>(300, 16, 40, 64, 40);
+  check_expert_choice_combine<float>(97, 64, 5, 36, 41);
+  check_expert_choice_combine<__half>(2000, 1024, 3, 16, 42);  // the most experts
+  check_expert_choice_combine<__nv_bfloat16>(3, 2, 2, 8, 43);
+  // argument checks
+  test::device_buffer<float> y(64), out(64);
+  test::device_buffer<std::int32_t> ids(8);
+  CHECK(moe::combine_expert_choice(y.data(), 1025, 1, ids.data(), static_cast<const float*>(nullptr), 4, 4,
+                                   static_cast<const float*>(nullptr), out.data()).code() == errc::invalid_argument);
+  CHECK(moe::combine_expert_choice(y.data(), 2, 2, ids.data(), static_cast<const float*>(nullptr), 4, 6,
+                                   static_cast<const float*>(nullptr), out.data()).code() == errc::invalid_argument);
+}
 
 TEST_CASE("permute / combine / backward: bf16, fp16, fp32, bit for bit, dropless with padded segments") {
   moe::plan_params p;

@@ -38,8 +38,9 @@ status combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t to
   if (!slot_to_row || !out || (!y && rows > 0)) return status::invalid("frugal::moe::combine: null pointer");
   dim3 grid;
   FRUGAL_TRY(detail::row_grid(tokens, grid));
-  return launch(detail::combine_kernel<T, OutT, detail::dispatch_vector<T>>, launch_config{grid, dim3(detail::dispatch_threads), 0, stream},
-                y, rows, hidden, k, tokens, slot_to_row, weights, residual, out);
+  return launch(detail::combine_kernel<T, OutT, detail::dispatch_vector<T>, detail::token_choice_slots>,
+                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, y, hidden, tokens,
+                detail::token_choice_slots{slot_to_row, weights, rows, k}, residual, out);
 }
 
 //! Backward of permute: d x[t] = sum_j d_permuted[slot_to_row[t*k + j]] (a combine without
@@ -87,6 +88,59 @@ status combine_backward(const T* d_out, const T* y, std::int64_t rows, int hidde
                       d_weights));
   }
   return status{};
+}
+
+//! The way back from expert choice (route_expert_choice): out[t] = residual[t] + sum over the
+//! experts e that chose t, in increasing e, of weights[e C + j] * y[e C + j] (fp32 fused
+//! multiply-adds in that order, one rounding to OutT: bitwise deterministic). y [E C, hidden] in
+//! the expert-major order of token_ids [E C] (each expert's tokens increasing, then -1 for
+//! empty places); weights [E C] or nullptr (an unweighted sum: the backward of the permute that
+//! gathered y's rows, permute(x, T, H, 1, token_ids, nullptr, E C, ...)). experts in [1, 1024].
+//! Types, alignment and residual as for combine. One launch; each token finds its rows by a
+//! binary search in every expert's list.
+template <class T, class OutT>
+status combine_expert_choice(const T* y, int experts, int capacity, const std::int32_t* token_ids, const float* weights,
+                             std::int64_t tokens, int hidden, const OutT* residual, OutT* out, cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T> && is_io_float_v<OutT>,
+                "frugal::moe::combine_expert_choice: element types must be float, __half or __nv_bfloat16");
+  if (experts < 1 || experts > detail::expert_choice_slots::max_slots || capacity < 1 || tokens < 0 ||
+      std::int64_t(experts) * capacity > INT32_MAX || tokens > INT32_MAX)
+    return status::invalid("frugal::moe::combine_expert_choice: experts must be in [1, 1024], capacity >= 1, tokens >= 0, experts * capacity and tokens at most INT32_MAX");
+  FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine_expert_choice: hidden must be a positive multiple of 16 / sizeof(T)",
+                                   "frugal::moe::combine_expert_choice: y, residual and out must be 16-byte aligned", hidden,
+                                   {y, residual, out}));
+  if (tokens == 0) return status{};
+  if (!token_ids || !out || !y) return status::invalid("frugal::moe::combine_expert_choice: null pointer");
+  dim3 grid;
+  FRUGAL_TRY(detail::row_grid(tokens, grid));
+  return launch(detail::combine_kernel<T, OutT, detail::dispatch_vector<T>, detail::expert_choice_slots>,
+                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, y, hidden, tokens,
+                detail::expert_choice_slots{token_ids, weights, experts, capacity}, residual, out);
+}
+
+//! Backward of combine_expert_choice, given d out [T, hidden]: d_y [E C, hidden] = w[r] *
+//! d_out[token_ids[r]] (zeros for empty places; nullptr to skip) and d_weights [E C] =
+//! <d_out[token_ids[r]], y[r]> (fp32, a fixed-order butterfly sum; 0 for empty places; nullptr
+//! to skip). The residual's gradient is d_out itself; the permute's (a gather of x) is
+//! combine_expert_choice of d_y-like rows without weights.
+template <class T>
+status combine_expert_choice_backward(const T* d_out, const T* y, int experts, int capacity, const std::int32_t* token_ids,
+                                      const float* weights, std::int64_t tokens, int hidden, T* d_y, float* d_weights,
+                                      cudaStream_t stream = nullptr) {
+  static_assert(is_io_float_v<T>, "frugal::moe::combine_expert_choice_backward: T must be float, __half or __nv_bfloat16");
+  if (experts < 1 || capacity < 1 || tokens < 0 || std::int64_t(experts) * capacity > INT32_MAX || tokens > INT32_MAX)
+    return status::invalid("frugal::moe::combine_expert_choice_backward: experts and capacity must be >= 1, tokens >= 0, experts * capacity and tokens at most INT32_MAX");
+  FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine_expert_choice_backward: hidden must be a positive multiple of 16 / sizeof(T)",
+                                   "frugal::moe::combine_expert_choice_backward: d_out, y and d_y must be 16-byte aligned", hidden,
+                                   {d_out, y, d_y}));
+  if (!d_y && !d_weights) return status{};
+  if (!token_ids || !d_out || (d_weights && !y)) return status::invalid("frugal::moe::combine_expert_choice_backward: null pointer");
+  const std::int64_t rows = std::int64_t(experts) * capacity;
+  dim3 grid;
+  FRUGAL_TRY(detail::row_grid((rows + 3) / 4, grid));
+  return launch(detail::expert_choice_combine_backward_kernel<T, T, detail::dispatch_vector<T>>,
+                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, y, rows, hidden, token_ids, weights, d_y,
+                d_weights);
 }
 
 }  // namespace frugal::moe

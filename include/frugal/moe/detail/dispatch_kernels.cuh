@@ -207,16 +207,19 @@ __global__ void __launch_bounds__(dispatch_threads)
   });
 }
 
-// out[t] = residual[t] + sum_j w[t, j] * y[row(t, j)], j in order, fp32 fused multiply-adds.
-template <class T, class OutT, int V>
-__global__ void __launch_bounds__(dispatch_threads)
-    combine_kernel(const T* __restrict__ y, std::int64_t rows, int hidden, int k, std::int64_t tokens,
-                   const std::int32_t* __restrict__ slot_to_row, const float* __restrict__ weights,
-                   const OutT* residual, OutT* out) {  // residual may be out (in-place add)
-  __shared__ std::int32_t row_of[32];
-  __shared__ float weight_of[32];
-  const int chunks = hidden / V;
-  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+// The rows a token sums in combine, and their weights, written by load() to shared row_of /
+// weight_of in summation order (every thread calls it; it ends with a __syncthreads and returns
+// the count, the same in every thread).
+//
+// A token-choice plan: the token's k slots, in slot order.
+struct token_choice_slots {
+  static constexpr int max_slots = 32;
+  struct TempStorage {};
+  const std::int32_t* slot_to_row;
+  const float* weights;  // [T, k] or nullptr (1)
+  std::int64_t rows;
+  int k;
+  FRUGAL_DEVICE int load(std::int64_t t, std::int32_t* row_of, float* weight_of, TempStorage&) const {
     if (threadIdx.x < unsigned(k)) {
       const std::int64_t s = t * k + threadIdx.x;
       const std::int32_t r = slot_to_row[s];
@@ -224,6 +227,62 @@ __global__ void __launch_bounds__(dispatch_threads)
       weight_of[threadIdx.x] = weights ? weights[s] : 1.0f;
     }
     __syncthreads();
+    return k;
+  }
+};
+
+// Expert choice: the experts whose lists hold the token, in increasing expert order. Expert e's
+// list, token_ids[e C, e C + C), holds tokens in increasing order then -1s: a binary search per
+// expert, one expert per thread, compacted in order by a block scan.
+struct expert_choice_slots {
+  static constexpr int max_slots = 1024;  // experts
+  struct TempStorage {
+    typename block_scan<int, dispatch_threads>::TempStorage scan;
+  };
+  const std::int32_t* token_ids;
+  const float* weights;  // [E C] or nullptr (1)
+  int experts, capacity;
+  FRUGAL_DEVICE int load(std::int64_t t, std::int32_t* row_of, float* weight_of, TempStorage& storage) const {
+    int count = 0;
+    for (int e0 = 0; e0 < experts; e0 += dispatch_threads) {
+      const int e = e0 + int(threadIdx.x);
+      std::int32_t row = -1;
+      if (e < experts) {
+        const std::int64_t first = std::int64_t(e) * capacity;
+        int lo = 0, hi = capacity;  // the first place whose token is not below t (-1 sorts last)
+        while (lo < hi) {
+          const int mid = (lo + hi) / 2;
+          const std::int32_t u = token_ids[first + mid];
+          if (u >= 0 && u < t) lo = mid + 1;
+          else hi = mid;
+        }
+        if (lo < capacity && token_ids[first + lo] == t) row = std::int32_t(first + lo);
+      }
+      int total = 0;
+      const int position = block_scan<int, dispatch_threads>(storage.scan).exclusive_sum(row >= 0 ? 1 : 0, total);
+      if (row >= 0) {
+        row_of[count + position] = row;
+        weight_of[count + position] = weights ? weights[row] : 1.0f;
+      }
+      count += total;
+      __syncthreads();  // the scan's storage is reused
+    }
+    return count;
+  }
+};
+
+// out[t] = residual[t] + sum_j w_j * y[row_j] over the token's rows (Slots), j in order, fp32
+// fused multiply-adds.
+template <class T, class OutT, int V, class Slots>
+__global__ void __launch_bounds__(dispatch_threads)
+    combine_kernel(const T* __restrict__ y, int hidden, std::int64_t tokens, Slots slots, const OutT* residual,
+                   OutT* out) {  // residual may be out (in-place add)
+  __shared__ std::int32_t row_of[Slots::max_slots];
+  __shared__ float weight_of[Slots::max_slots];
+  __shared__ typename Slots::TempStorage storage;
+  const int chunks = hidden / V;
+  for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const int k = slots.load(t, row_of, weight_of, storage);
     for (int c = int(threadIdx.x); c < chunks; c += dispatch_threads) {
       float acc[V];
       FRUGAL_UNROLL
@@ -254,6 +313,45 @@ __global__ void __launch_bounds__(dispatch_threads)
       store_floats(out + t * hidden + c * V, acc);
     }
     __syncthreads();  // row_of / weight_of are rewritten for the next token
+  }
+}
+
+// The backward of the expert-choice combine, a warp per row r of token t = token_ids[r]:
+// d_y[r] = w[r] d_out[t] (zeros for an empty place), d_weights[r] = <d_out[t], y[r]> (a butterfly
+// sum; 0 for an empty place).
+template <class T, class G, int V>
+__global__ void __launch_bounds__(dispatch_threads)
+    expert_choice_combine_backward_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t rows, int hidden,
+                                          const std::int32_t* __restrict__ token_ids, const float* __restrict__ weights,
+                                          T* __restrict__ d_y, float* __restrict__ d_weights) {
+  constexpr int warps = dispatch_threads / 32;
+  const int lane = int(threadIdx.x % 32), chunks = hidden / V;
+  for (std::int64_t r = std::int64_t(blockIdx.x) * warps + threadIdx.x / 32; r < rows; r += std::int64_t(gridDim.x) * warps) {
+    const std::int32_t t = token_ids[r];
+    const float w = weights ? weights[r] : 1.0f;
+    const G* g_row = t >= 0 ? d_out + std::int64_t(t) * hidden : nullptr;  // nullptr: an empty place, zeros
+    float dot = 0.0f;
+    for (int c = lane; c < chunks; c += 32) {
+      float g[V];
+      FRUGAL_UNROLL
+      for (int j = 0; j < V; ++j) g[j] = 0.0f;
+      if (g_row) load_floats(g_row + c * V, g);
+      if (d_weights && g_row) {
+        float yv[V];
+        load_floats(y + r * hidden + c * V, yv);
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) dot = fmaf(g[j], yv[j], dot);
+      }
+      if (d_y) {
+        FRUGAL_UNROLL
+        for (int j = 0; j < V; ++j) g[j] *= w;
+        store_floats(d_y + r * hidden + c * V, g);
+      }
+    }
+    if (d_weights) {
+      dot = warp_sum(dot);
+      if (lane == 0) d_weights[r] = t >= 0 ? dot : 0.0f;
+    }
   }
 }
 

@@ -19,6 +19,18 @@
 
 namespace frugal::moe {
 
+namespace detail {
+// combine_kernel over `tokens` tokens whose rows `slots` lists: a block per token, grid-stride.
+template <class T, class OutT, class Slots>
+status launch_combine(const T* y, int hidden, std::int64_t tokens, const Slots& slots, const OutT* residual, OutT* out,
+                      cudaStream_t stream) {
+  dim3 grid;
+  FRUGAL_TRY(row_grid(tokens, grid));
+  return launch(combine_kernel<T, OutT, dispatch_vector<T>, Slots>, launch_config{grid, dim3(dispatch_threads), 0, stream}, y,
+                hidden, tokens, slots, residual, out);
+}
+}  // namespace detail
+
 //! out[t] = residual[t] + sum_{j=0..k-1} w[t, j] * y[slot_to_row[t*k + j]] over the slots that
 //! have a row (dropped and not-routed slots contribute nothing; rows outside [0, rows) are
 //! ignored). Accumulation in fp32 with fused multiply-adds in slot order, then one rounding to
@@ -36,11 +48,7 @@ status combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t to
                                    "frugal::moe::combine: y, residual and out must be 16-byte aligned", hidden, {y, residual, out}));
   if (tokens == 0) return status{};
   if (!slot_to_row || !out || (!y && rows > 0)) return status::invalid("frugal::moe::combine: null pointer");
-  dim3 grid;
-  FRUGAL_TRY(detail::row_grid(tokens, grid));
-  return launch(detail::combine_kernel<T, OutT, detail::dispatch_vector<T>, detail::token_choice_slots>,
-                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, y, hidden, tokens,
-                detail::token_choice_slots{slot_to_row, weights, rows, k}, residual, out);
+  return detail::launch_combine(y, hidden, tokens, detail::token_choice_slots{slot_to_row, weights, rows, k}, residual, out, stream);
 }
 
 //! Backward of permute: d x[t] = sum_j d_permuted[slot_to_row[t*k + j]] (a combine without
@@ -111,11 +119,8 @@ status combine_expert_choice(const T* y, int experts, int capacity, const std::i
                                    {y, residual, out}));
   if (tokens == 0) return status{};
   if (!token_ids || !out || !y) return status::invalid("frugal::moe::combine_expert_choice: null pointer");
-  dim3 grid;
-  FRUGAL_TRY(detail::row_grid(tokens, grid));
-  return launch(detail::combine_kernel<T, OutT, detail::dispatch_vector<T>, detail::expert_choice_slots>,
-                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, y, hidden, tokens,
-                detail::expert_choice_slots{token_ids, weights, experts, capacity}, residual, out);
+  return detail::launch_combine(y, hidden, tokens, detail::expert_choice_slots{token_ids, weights, experts, capacity}, residual,
+                                out, stream);
 }
 
 //! Backward of combine_expert_choice, given d out [T, hidden]: d_y [E C, hidden] = w[r] *

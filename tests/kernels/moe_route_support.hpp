@@ -153,7 +153,7 @@ void check_route(const route_case& c, unsigned long long seed) {
   std::vector<T> shifted(std::size_t(c.misalign_elements), from_float<T>(0.0f));
   shifted.insert(shifted.end(), logits.begin(), logits.end());
   device_buffer<T> d_logits(shifted), d_noise(noise_logits);
-  device_buffer<IdT> d_ids(std::size_t(c.tokens) * K);
+  device_buffer<IdT> d_ids(std::size_t(c.tokens) * K), d_global_ids(std::size_t(c.tokens) * K);
   device_buffer<W> d_weights(std::size_t(c.tokens) * K);
   device_buffer<std::int32_t> d_rows(std::size_t(c.tokens) * K), d_degenerate(1);
   d_ids.fill_bytes(0x7f);  // poison: every slot must be written
@@ -169,12 +169,13 @@ void check_route(const route_case& c, unsigned long long seed) {
   if (p.row_mask) p.row_mask = d_mask.data();
 
   moe::route_outputs<IdT, W> out{d_ids.data(), d_weights.data(), c.with_source_rows ? d_rows.data() : nullptr,
-                                 d_degenerate.data()};
+                                 d_degenerate.data(), d_global_ids.data()};
   FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data() + c.misalign_elements,
                                                               c.with_noise_logits ? d_noise.data() : nullptr},
                                        out, c.tokens, p));
   synchronize();
   const auto ids = d_ids.download();
+  const auto global = d_global_ids.download();
   const auto weights = d_weights.download();
   const auto rows = d_rows.download();
   CHECK(d_degenerate.download()[0] == ref.degenerate_rows);
@@ -204,6 +205,8 @@ void check_route(const route_case& c, unsigned long long seed) {
     if (near_tie_tokens[i / K]) continue;
     if (std::int64_t(ids[i]) != ref.ids[i])
       FAIL("expert " << ids[i] << " vs reference " << ref.ids[i] << " (token " << i / K << " slot " << i % K << ")");
+    if (std::int64_t(global[i]) != ref.global_ids[i])
+      FAIL("global expert " << global[i] << " vs reference " << ref.global_ids[i] << " (token " << i / K << " slot " << i % K << ")");
     const float w = to_float(weights[i]), rw = ref.weights[i];
     if (!(w == rw || std::fabs(w - rw) <= weight_tolerance<W>(rw)))
       FAIL("weight " << w << " vs reference " << rw << " (token " << i / K << " slot " << i % K << ", expert "

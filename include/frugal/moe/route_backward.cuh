@@ -159,8 +159,8 @@ __global__ void __launch_bounds__(128, 1)
 
 }  // namespace detail
 
-//! d logits of routing: given the forward's **global** expert ids [T, k] (route with no
-//! expert-parallel mapping) and d weights [T, k], writes d logits [T, E] (float, __half or
+//! d logits of routing: given the forward's **global** expert ids [T, k] (route's ids with no
+//! expert-parallel mapping, or its route_outputs::global_ids with one) and d weights [T, k], writes d logits [T, E] (float, __half or
 //! __nv_bfloat16), or adds to them when `accumulate` is true (to sum with auxiliary-loss
 //! gradients). `params` must be the forward's. The selection is piecewise constant and has no
 //! gradient; the bias and the noise are constants; padding rows and degenerate rows get 0; slots

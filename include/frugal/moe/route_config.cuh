@@ -99,6 +99,9 @@ struct route_outputs {
   std::int32_t* source_rows = nullptr;
   //! One int32 on the device, incremented once per degenerate row (see docs/moe_routing.md).
   std::int32_t* degenerate_rows = nullptr;
+  //! [T, k]: the global expert ids (0..E-1, not_routed for padding) whatever the expert-parallel
+  //! mapping of `ids`: what route_backward takes, without routing again.
+  IdT* global_ids = nullptr;
 };
 
 //! E experts scored per token by Scoring (row softmax over the experts, as in the paper, or an

@@ -32,6 +32,7 @@ FRUGAL_DEVICE void write_slot(const route_outputs<IdT, WeightT>& out, const rout
                               std::int64_t t, int k, int r, bool padding, bool degenerate, const route_slot& s) {
   const std::int64_t o = t * k + r;
   out.ids[o] = IdT(padding ? not_routed : local_expert_id(s.expert, params));
+  if (out.global_ids) out.global_ids[o] = IdT(padding ? not_routed : s.expert);
   out.weights[o] = from_float<WeightT>(padding ? 0.0f : s.weight);
   if (out.source_rows) out.source_rows[o] = padding ? -1 : std::int32_t(r * tokens + t);
   if (r == 0 && degenerate && !padding && out.degenerate_rows) atomicAdd(out.degenerate_rows, 1);

@@ -3,6 +3,7 @@
 // scaling, soft-capping, expert parallelism, padding rows, noisy top-k, element types, the block
 // path (E > 1024), determinism and argument checking, each against the reference.
 #include <cstring>
+#include <utility>
 
 #include <frugal/moe/block_route.cuh>
 #include <frugal/moe/thread_route.cuh>
@@ -446,6 +447,29 @@ TEST_CASE("route block path: E = 2048 and 4096") {
 
 namespace {
 
+// Routes `logits` twice: with a user kernel (launch_user(logits, tokens, params, ids, weights,
+// degenerate_rows) launches it) and with route(). Checks that the ids and the degenerate counts
+// are equal and returns both weight vectors (user kernel first) for the caller's tolerance.
+template <class Config, class T, class LaunchUser>
+std::pair<std::vector<float>, std::vector<float>> route_both_ways(const std::vector<T>& logits, std::int64_t tokens,
+                                                                  moe::route_params params, const std::vector<float>& bias,
+                                                                  LaunchUser&& launch_user) {
+  constexpr int K = Config::k;
+  test::device_buffer<T> d_logits(logits);
+  test::device_buffer<float> d_bias(bias), d_w(std::size_t(tokens) * K), d_w_route(std::size_t(tokens) * K);
+  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_ids_route(std::size_t(tokens) * K), d_deg(1), d_deg_route(1);
+  d_deg.fill_bytes(0);
+  d_deg_route.fill_bytes(0);
+  if (!bias.empty()) params.selection_bias = d_bias.data();
+  FRUGAL_REQUIRE_OK(launch_user(static_cast<const T*>(d_logits.data()), tokens, params, d_ids.data(), d_w.data(), d_deg.data()));
+  moe::route_outputs<std::int32_t, float> out{d_ids_route.data(), d_w_route.data(), nullptr, d_deg_route.data()};
+  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data(), nullptr}, out, tokens, params));
+  test::synchronize();
+  CHECK(d_ids.download() == d_ids_route.download());
+  CHECK(d_deg.download() == d_deg_route.download());
+  return {d_w.download(), d_w_route.download()};
+}
+
 // A user kernel routing with moe::block_route at a block size of its own.
 template <class Config, int Threads>
 __global__ void __launch_bounds__(Threads) user_block_route_kernel(const float* logits, std::int64_t tokens, moe::route_params params, std::int32_t* ids,
@@ -475,19 +499,9 @@ void check_user_block_route(logits_pattern pattern, moe::route_params params, co
             << std::string(test::pattern_name(pattern)));
   const std::int64_t tokens = 40;
   const auto logits = test::make_logits<float>(pattern, tokens, E, rng);
-  test::device_buffer<float> d_logits(logits), d_bias(bias), d_w(std::size_t(tokens) * K), d_w_route(std::size_t(tokens) * K);
-  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_ids_route(std::size_t(tokens) * K), d_deg(1), d_deg_route(1);
-  d_deg.fill_bytes(0);
-  d_deg_route.fill_bytes(0);
-  if (!bias.empty()) params.selection_bias = d_bias.data();
-  FRUGAL_REQUIRE_OK(launch(user_block_route_kernel<Config, Threads>, launch_config{dim3(7), dim3(Threads)}, d_logits.data(), tokens,
-                           params, d_ids.data(), d_w.data(), d_deg.data()));
-  moe::route_outputs<std::int32_t, float> out{d_ids_route.data(), d_w_route.data(), nullptr, d_deg_route.data()};
-  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<float>{d_logits.data(), nullptr}, out, tokens, params));
-  test::synchronize();
-  CHECK(d_ids.download() == d_ids_route.download());
-  CHECK(d_deg.download() == d_deg_route.download());
-  const auto w = d_w.download(), w_route = d_w_route.download();
+  const auto [w, w_route] = route_both_ways<Config>(logits, tokens, params, bias, [&](auto... args) {
+    return launch(user_block_route_kernel<Config, Threads>, launch_config{dim3(7), dim3(Threads)}, args...);
+  });
   for (std::size_t i = 0; i < w.size(); ++i) {
     if (Config::kind == moe::scoring_kind::row_softmax) CHECK(std::fabs(w[i] - w_route[i]) <= 2.4e-7f * std::fabs(w_route[i]));
     else CHECK(float_bits(w[i]) == float_bits(w_route[i]));
@@ -539,20 +553,9 @@ void check_thread_route(logits_pattern pattern, moe::route_params params, const 
             << params.renormalize << " bias " << !bias.empty());
   const std::int64_t tokens = 300;
   const auto logits = test::make_logits<T>(pattern, tokens, E, rng);
-  test::device_buffer<T> d_logits(logits);
-  test::device_buffer<float> d_bias(bias), d_w(std::size_t(tokens) * K), d_w_route(std::size_t(tokens) * K);
-  test::device_buffer<std::int32_t> d_ids(std::size_t(tokens) * K), d_ids_route(std::size_t(tokens) * K), d_deg(1), d_deg_route(1);
-  d_deg.fill_bytes(0);
-  d_deg_route.fill_bytes(0);
-  if (!bias.empty()) params.selection_bias = d_bias.data();
-  FRUGAL_REQUIRE_OK(launch(user_thread_route_kernel<Config, T>, launch_config{dim3(3), dim3(64)}, d_logits.data(), tokens, params,
-                           d_ids.data(), d_w.data(), d_deg.data()));
-  moe::route_outputs<std::int32_t, float> out{d_ids_route.data(), d_w_route.data(), nullptr, d_deg_route.data()};
-  FRUGAL_REQUIRE_OK(moe::route<Config>(moe::route_inputs<T>{d_logits.data(), nullptr}, out, tokens, params));
-  test::synchronize();
-  CHECK(d_ids.download() == d_ids_route.download());
-  CHECK(d_deg.download() == d_deg_route.download());
-  const auto w = d_w.download(), w_route = d_w_route.download();
+  const auto [w, w_route] = route_both_ways<Config>(logits, tokens, params, bias, [&](auto... args) {
+    return launch(user_thread_route_kernel<Config, T>, launch_config{dim3(3), dim3(64)}, args...);
+  });
   const bool exact = Config::kind == moe::scoring_kind::elementwise && !params.renormalize;
   for (std::size_t i = 0; i < w.size(); ++i) {
     if (exact) CHECK(w[i] == w_route[i]);

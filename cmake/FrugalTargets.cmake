@@ -2,6 +2,18 @@
 # Helpers for frugal's own tests, benchmarks and examples: one place sets the compiler flags of
 # the three tiers that build code (host, host SIMT, nvcc) and registers the tests.
 
+# A compiler cache (ccache), when installed, for every compile of frugal's own targets: the nvcc
+# builds dominate a fresh build. FRUGAL_USE_CCACHE=OFF turns it off.
+option(FRUGAL_USE_CCACHE "Compile frugal's tests, benchmarks and examples through ccache when found" ON)
+set(frugal_ccache "")
+if(FRUGAL_USE_CCACHE)
+  find_program(FRUGAL_CCACHE_PROGRAM ccache)
+  if(FRUGAL_CCACHE_PROGRAM)
+    set(frugal_ccache "${FRUGAL_CCACHE_PROGRAM}")
+    set(CMAKE_CXX_COMPILER_LAUNCHER "${frugal_ccache}")
+  endif()
+endif()
+
 set(FRUGAL_PTXAS_REPORT_DIR "${CMAKE_BINARY_DIR}/ptxas-report" CACHE INTERNAL "")
 file(MAKE_DIRECTORY "${FRUGAL_PTXAS_REPORT_DIR}")
 file(WRITE "${FRUGAL_PTXAS_REPORT_DIR}/allowed-spills.txt" "")
@@ -27,7 +39,7 @@ function(frugal_cuda_flags target)
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xptxas=${ptxas} -Xcompiler=-Wall,-Wextra>)
   set_target_properties(${target} PROPERTIES
-    CUDA_COMPILER_LAUNCHER "${PROJECT_SOURCE_DIR}/cmake/ptxas-report;${FRUGAL_PTXAS_REPORT_DIR}")
+    CUDA_COMPILER_LAUNCHER "${CMAKE_COMMAND};-E;env;FRUGAL_CCACHE=${frugal_ccache};${PROJECT_SOURCE_DIR}/cmake/ptxas-report;${FRUGAL_PTXAS_REPORT_DIR}")
   frugal_host_flags(${target})
 endfunction()
 

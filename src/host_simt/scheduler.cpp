@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -47,6 +48,15 @@ struct warp_pending {
   std::uint64_t value[32];
   int param[32];
   int width;
+  warp_compute_fn compute;  // warp_op::compute: value[lane] is the lane's record
+};
+
+// One cp.async of a thread, performed when a wait covers its group.
+struct async_copy_op {
+  void* dst;
+  const void* src;
+  unsigned bytes;
+  unsigned src_bytes;
 };
 
 struct sim_thread {
@@ -57,6 +67,8 @@ struct sim_thread {
   const char* waiting_in = nullptr;  // name of the rendezvous a blocked thread waits in
   unsigned waiting_mask = 0;
   std::uint64_t result = 0;
+  std::vector<async_copy_op> uncommitted_copies;         // cp.async since the last commit
+  std::deque<std::vector<async_copy_op>> copy_groups;    // committed, oldest first
 };
 
 }  // namespace
@@ -343,6 +355,7 @@ std::uint64_t combine(const warp_pending& p, unsigned lane) {
       return p.op == warp_op::any ? any : all;
     }
     case warp_op::sync:
+    case warp_op::compute:  // results written by the compute function itself
       return 0;
     case warp_op::reduce_and:
     case warp_op::reduce_or:
@@ -385,8 +398,10 @@ std::uint64_t combine(const warp_pending& p, unsigned lane) {
 
 }  // namespace
 
-std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, int param, int width,
-                              const char* name) {
+namespace {
+
+std::uint64_t rendezvous(warp_op op, unsigned mask, std::uint64_t value, int param, int width, const char* name,
+                         warp_compute_fn compute) {
   launch_state* L = running_launch;
   if (!L || !L->running) trap((std::string(name) + " called outside a kernel").c_str());
   sim_thread* self = L->running;
@@ -411,7 +426,8 @@ std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, in
     it->mask = mask;
     it->arrived = 0;
     it->width = width;
-  } else if (it->op != op || it->width != width) {
+    it->compute = compute;
+  } else if (it->op != op || it->width != width || it->compute != compute || (compute && it->name != name)) {
     fail(std::string(name) + ": lanes of mask " + hex(mask) + " meet in different collectives (" +
          it->name + " is already waiting)");
   }
@@ -424,10 +440,15 @@ std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, in
   if (it->arrived == mask) {
     const warp_pending done = *it;
     pending.erase(it);
+    if (done.op == warp_op::compute) {
+      void* records[32];
+      for (unsigned l = 0; l < 32; ++l) records[l] = reinterpret_cast<void*>(done.value[l]);
+      if (const char* error = done.compute(records)) fail(std::string(name) + ": " + error);
+    }
     for (unsigned l = 0; l < 32; ++l) {
       if (!(mask >> l & 1u)) continue;
       sim_thread& t = L->threads[warp * 32 + l];
-      t.result = combine(done, l);
+      t.result = done.op == warp_op::compute ? 0 : combine(done, l);
       t.blocked = false;
       t.waiting_in = nullptr;
       t.waiting_mask = 0;
@@ -435,6 +456,72 @@ std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, in
   }
   yield_to_scheduler();
   return self->result;
+}
+
+}  // namespace
+
+std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, int param, int width,
+                              const char* name) {
+  return rendezvous(op, mask, value, param, width, name, nullptr);
+}
+
+void warp_compute(void* record, warp_compute_fn compute, const char* name) {
+  launch_state* L = running_launch;
+  if (!L || !L->running) trap((std::string(name) + " called outside a kernel").c_str());
+  const unsigned warp = linear_of(*L->running, *L) / 32;
+  if (existing_lanes(*L, warp) != 0xffffffffu)
+    fail(std::string(name) + ": warp " + std::to_string(warp) + " has only lanes " + hex(existing_lanes(*L, warp)) +
+         "; the instruction is .sync.aligned: all 32 lanes must execute it");
+  for (unsigned l = 0; l < 32; ++l)
+    if (L->threads[warp * 32 + l].done)
+      fail(std::string(name) + ": lane " + std::to_string(l) +
+           " has exited; the instruction is .sync.aligned: all 32 lanes must execute it");
+  rendezvous(warp_op::compute, 0xffffffffu, reinterpret_cast<std::uint64_t>(record), 0, 32, name, compute);
+}
+
+namespace {
+
+void perform(const async_copy_op& c) {
+  if (c.src_bytes > 0) std::memcpy(c.dst, c.src, c.src_bytes);
+  std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+}
+
+sim_thread& async_caller(const char* name) {
+  launch_state* L = running_launch;
+  if (!L || !L->running) trap((std::string(name) + " called outside a kernel").c_str());
+  return *L->running;
+}
+
+}  // namespace
+
+void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes, const char* name) {
+  sim_thread& self = async_caller(name);
+  const auto d = reinterpret_cast<std::uintptr_t>(dst), s = reinterpret_cast<std::uintptr_t>(src);
+  if (bytes != 4 && bytes != 8 && bytes != 16) fail(std::string(name) + ": the copy size must be 4, 8 or 16 bytes");
+  if (src_bytes > bytes)
+    fail(std::string(name) + ": src-size " + std::to_string(src_bytes) + " exceeds the copy size " + std::to_string(bytes));
+  if (d == 0 || d % bytes != 0)
+    fail(std::string(name) + ": the shared-memory address " + hex(unsigned(d & 0xffffffffu)) + " is not aligned to " +
+         std::to_string(bytes) + " bytes");
+  if (src_bytes > 0 && (s == 0 || s % bytes != 0))
+    fail(std::string(name) + ": the global address " + hex(unsigned(s & 0xffffffffu)) + " is not aligned to " +
+         std::to_string(bytes) + " bytes");
+  self.uncommitted_copies.push_back(async_copy_op{dst, src, bytes, src_bytes});
+}
+
+void async_commit() {
+  sim_thread& self = async_caller("cp.async.commit_group");
+  self.copy_groups.push_back(std::move(self.uncommitted_copies));
+  self.uncommitted_copies.clear();
+}
+
+void async_wait(int pending) {
+  sim_thread& self = async_caller("cp.async.wait_group");
+  if (pending < 0) fail("cp.async.wait_group: the number of pending groups must be >= 0");
+  while (self.copy_groups.size() > std::size_t(pending)) {
+    for (const auto& c : self.copy_groups.front()) perform(c);
+    self.copy_groups.pop_front();
+  }
 }
 
 unsigned active_mask() {

@@ -83,10 +83,27 @@ void grid_barrier(const char* name);
 void* dynamic_shared_base();
 
 enum class warp_op : int { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync,
-                           reduce_add, reduce_min, reduce_max, reduce_and, reduce_or, reduce_xor, match_any };
+                           reduce_add, reduce_min, reduce_max, reduce_and, reduce_or, reduce_xor, match_any,
+                           compute };
 // One rendezvous of the lanes named in `mask`; returns this lane's result.
 std::uint64_t warp_collective(warp_op op, unsigned mask, std::uint64_t value, int param, int width,
                               const char* name);
+// A warp-synchronous instruction of a whole warp (.sync.aligned, such as the tensor-core
+// instructions): all 32 lanes must exist, none may have exited, and each arrives with a pointer
+// to its own operand record; the last arrival calls `compute(records)` once with the 32 records
+// in lane order, which reads and writes them and returns nullptr or an error message that fails
+// the launch (the message names the instruction and the lane).
+using warp_compute_fn = const char* (*)(void* const* records);
+void warp_compute(void* record, warp_compute_fn compute, const char* name);
+// cp.async of the calling thread: `bytes` (4, 8 or 16) to shared memory at `dst`, of which the
+// first `src_bytes` are read from `src` and the rest zero-filled. The copy happens when a wait
+// covers its group (the latest moment the hardware allows), so reading the destination before
+// the wait shows the old bytes; a thread that exits with copies pending loses them.
+void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes, const char* name);
+// cp.async.commit_group: the thread's copies since the last commit become one group.
+void async_commit();
+// cp.async.wait_group N: completes every committed group but the newest `pending` ones.
+void async_wait(int pending);
 // __syncthreads and its count/and/or forms; returns how many participants passed a non-zero
 // predicate (high 32 bits: number of participants).
 std::uint64_t block_barrier(int predicate, const char* name);

@@ -31,3 +31,30 @@ find_nvcc() {
 
 # jobs: parallel build jobs for this machine.
 jobs() { nproc 2>/dev/null || echo 2; }
+
+# ensure_cuda_binary_tools <dir>: prints the folder holding cuobjdump and nvdisasm (the compile
+# tier reads the SASS of the tensor-core kernels with them). The toolkit's own when it has
+# them; otherwise NVIDIA's wheels from PyPI, unpacked into <dir> (not installed anywhere).
+ensure_cuda_binary_tools() {
+  local dir=$1 nvcc_dir
+  nvcc_dir=$(dirname "$(find_nvcc)")
+  if [ -x "$nvcc_dir/cuobjdump" ] && [ -x "$nvcc_dir/nvdisasm" ]; then echo "$nvcc_dir"; return 0; fi
+  if [ -x "$dir/bin/cuobjdump" ] && [ -x "$dir/bin/nvdisasm" ]; then echo "$dir/bin"; return 0; fi
+  python3 -m pip --version >/dev/null 2>&1 || ensure_packages python3-pip >&2
+  local wheels
+  wheels=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --dest "$wheels" \
+    nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37 >&2 || { rm -rf "$wheels"; return 1; }
+  mkdir -p "$dir/bin"
+  local w
+  for w in "$wheels"/*.whl; do
+    python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in z.namelist():
+    if n.endswith("/bin/cuobjdump") or n.endswith("/bin/nvdisasm"):
+        open(sys.argv[2] + "/" + n.rsplit("/", 1)[1], "wb").write(z.read(n))' "$w" "$dir/bin"
+  done
+  rm -rf "$wheels"
+  chmod +x "$dir/bin/cuobjdump" "$dir/bin/nvdisasm"
+  echo "$dir/bin"
+}

@@ -10,19 +10,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #define FRUGAL_REQUIRE_OK(expr)                    \
   do {                                             \
     const ::frugal::status frugal_s_ = (expr);     \
-    INFO("frugal status: " << frugal_s_.message()); \
+    INFO("frugal status: " << std::string(frugal_s_.message())); \
     REQUIRE(frugal_s_.ok());                       \
   } while (0)
 
 #define CUDA_REQUIRE(expr)                                    \
   do {                                                        \
     const cudaError_t frugal_e_ = (expr);                     \
-    INFO("CUDA error: " << cudaGetErrorString(frugal_e_));    \
+    INFO("CUDA error: " << std::string(cudaGetErrorString(frugal_e_)));    \
     REQUIRE(frugal_e_ == cudaSuccess);                        \
   } while (0)
 

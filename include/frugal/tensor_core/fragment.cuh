@@ -81,15 +81,19 @@ struct fragment_traits<mma_operand::b, std::enable_if_t<is_mma_16bit_v<T>, m16n8
 };
 }  // namespace detail
 
-//! Rounds fp32 to tf32 (10 mantissa bits, to nearest, ties away from zero: cvt.rna.tf32.f32),
-//! the low 13 bits zero. NaN stays NaN, infinities stay; a value beyond the largest tf32 rounds
-//! to infinity. The same bit arithmetic on the host and the GPU, so references match exactly.
+//! Rounds the fp32 value with bit pattern `bits` to tf32 (10 mantissa bits, to nearest, ties away
+//! from zero: cvt.rna.tf32.f32), the low 13 bits zero. NaN stays NaN, infinities stay; a value
+//! beyond the largest tf32 rounds to infinity. The same bit arithmetic on the host and the GPU,
+//! so references match exactly.
+FRUGAL_HOST_DEVICE std::uint32_t to_tf32_bits(std::uint32_t bits) {
+  if ((bits & 0x7f800000u) == 0x7f800000u) bits = (bits & 0x007fffffu) ? (bits | 0x00400000u) : bits;  // NaN keeps a payload bit
+  else bits += 0x1000u;
+  return bits & 0xffffe000u;
+}
 FRUGAL_HOST_DEVICE float to_tf32(float x) {
   std::uint32_t bits;
   std::memcpy(&bits, &x, 4);
-  if ((bits & 0x7f800000u) == 0x7f800000u) bits = (bits & 0x007fffffu) ? (bits | 0x00400000u) : bits;  // NaN keeps a payload bit
-  else bits += 0x1000u;
-  bits &= 0xffffe000u;
+  bits = to_tf32_bits(bits);
   float r;
   std::memcpy(&r, &bits, 4);
   return r;

@@ -503,9 +503,16 @@ void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes, 
   if (d == 0 || d % bytes != 0)
     fail(std::string(name) + ": the shared-memory address " + hex(unsigned(d & 0xffffffffu)) + " is not aligned to " +
          std::to_string(bytes) + " bytes");
-  if (src_bytes > 0 && (s == 0 || s % bytes != 0))
+  if (s % bytes != 0 || (src_bytes > 0 && s == 0))
     fail(std::string(name) + ": the global address " + hex(unsigned(s & 0xffffffffu)) + " is not aligned to " +
          std::to_string(bytes) + " bytes");
+  // Under the shuffled schedule half the copies land at once, the earliest moment the hardware
+  // allows: a stage overwritten while another warp still reads it then shows as wrong data.
+  launch_state& L = *running_launch;
+  if (L.shuffled && (L.rng() & 1u)) {
+    perform(async_copy_op{dst, src, bytes, src_bytes});
+    return;
+  }
   self.uncommitted_copies.push_back(async_copy_op{dst, src, bytes, src_bytes});
 }
 

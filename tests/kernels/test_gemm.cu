@@ -357,7 +357,8 @@ TEST_CASE("grouped_gemm: per-group bias and the gated epilogue (an MoE gate/up p
 
 TEST_CASE("grouped_gemm: segments reaching outside the buffer are clipped, bad groups refused") {
   // Group 1 claims 500 rows of a 96-row buffer; group 2 starts past it; group 3 has a negative count.
-  const std::vector<std::int32_t> offsets = {0, 40, 540, 600, 600}, counts = {40, 500, 10, -5};
+  // Group 0's count exceeds its segment (clipped to 40 rows: rows 40.. are group 1's).
+  const std::vector<std::int32_t> offsets = {0, 40, 540, 600, 600}, counts = {60, 500, 10, -5};
   frugal::linear_epilogue<> plain;
   run_grouped<__nv_bfloat16, std::int32_t>(offsets, counts, 0, 4, 96, 24, 16, matrix_order::col_major, plain, plain, true, true, 7200);
   device_buffer<__nv_bfloat16> a(64), b(64);

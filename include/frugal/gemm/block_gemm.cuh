@@ -71,7 +71,8 @@ class block_gemm {
   FRUGAL_DEVICE explicit block_gemm(TempStorage& storage) : smem_(storage.bytes) {}
 
   //! acc += A B over the whole K. Ends with every copy landed and a barrier, so the storage may
-  //! be reused at once.
+  //! be reused at once; it does not begin with one: if the block used the storage just before
+  //! (a union with other TempStorage), __syncthreads() first, as with CUB's collectives.
   FRUGAL_DEVICE void multiply(const operands& op, accumulators& acc) {
     const std::int64_t k_tiles = (op.k + Tile::block_k - 1) / Tile::block_k;
     FRUGAL_UNROLL
@@ -218,7 +219,7 @@ class block_gemm {
             FRUGAL_UNROLL
             for (int i = 0; i < 2; ++i) {
               const int k = ks * 8 + lane % 4 + 4 * i;
-              std::memcpy(&b[ni + j].x[i], sb + swizzled_chunk(k, n / 4, Tile::n_chunks) * 16 + (n % 4) * 4, 4);
+              b[ni + j].x[i] = *reinterpret_cast<const std::uint32_t*>(sb + swizzled_chunk(k, n / 4, Tile::n_chunks) * 16 + (n % 4) * 4);
             }
           }
         }

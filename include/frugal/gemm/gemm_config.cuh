@@ -176,14 +176,20 @@ struct gemm_tile {
   static_assert(BlockK * int(sizeof(T)) % 32 == 0 && k_chunks <= 16,
                 "frugal::gemm_tile: BlockK must span 32 to 256 bytes in steps of 32 (whole MMA k-steps)");
   static_assert(BlockN % chunk_elements == 0, "frugal::gemm_tile: BlockN must be a whole number of 16-byte chunks");
+  // swizzled_chunk permutes the chunks of a row only for 2, 4 or a multiple of 8 of them.
+  static_assert(k_chunks == 2 || k_chunks == 4 || k_chunks % 8 == 0,
+                "frugal::gemm_tile: BlockK must span 32, 64 or a multiple of 128 bytes (2, 4 or 8k chunks of 16 bytes)");
+  static_assert(BLayout == matrix_order::col_major || n_chunks == 2 || n_chunks == 4 || n_chunks % 8 == 0,
+                "frugal::gemm_tile: with a row-major B, BlockN must span 32, 64 or a multiple of 128 bytes");
   static_assert(a_chunks % threads == 0 && b_chunks % threads == 0,
                 "frugal::gemm_tile: every thread must load the same number of 16-byte chunks per stage");
   static_assert(Stages >= 2 && Stages <= 8, "frugal::gemm_tile: Stages must be in [2, 8]");
 };
 
 //! Position, in 16-byte chunks, of chunk `chunk` of row `row` in a shared tile of `chunks`
-//! chunks per row (a power of two): the chunk index XOR a few row bits, so that the 8 rows one
-//! ldmatrix phase reads (8 x 16 bytes) fall in 8 different bank groups, whatever the row width.
+//! chunks per row (2, 4 or a multiple of 8: a permutation of each row only then; gemm_tile checks
+//! it): the chunk index XOR a few row bits, so that the 8 rows one ldmatrix phase reads
+//! (8 x 16 bytes) fall in 8 different bank groups, whatever the row width.
 FRUGAL_HOST_DEVICE constexpr int swizzled_chunk(int row, int chunk, int chunks) {
   const int per_group = chunks >= 8 ? 1 : 8 / chunks;   // rows that share one 128-byte line
   const int span = chunks >= 8 ? 8 : chunks;             // chunks the XOR may reach

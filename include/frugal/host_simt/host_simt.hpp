@@ -98,7 +98,9 @@ void warp_compute(void* record, warp_compute_fn compute, const char* name);
 // cp.async of the calling thread: `bytes` (4, 8 or 16) to shared memory at `dst`, of which the
 // first `src_bytes` are read from `src` and the rest zero-filled. The copy happens when a wait
 // covers its group (the latest moment the hardware allows), so reading the destination before
-// the wait shows the old bytes; a thread that exits with copies pending loses them.
+// the wait shows the old bytes; under the shuffled schedule a seeded half of the copies land at
+// once instead (the earliest moment), so overwriting a buffer others still read shows too. A
+// thread that exits with copies pending loses them.
 void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes, const char* name);
 // cp.async.commit_group: the thread's copies since the last commit become one group.
 void async_commit();

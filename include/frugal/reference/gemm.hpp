@@ -63,7 +63,8 @@ void grouped_gemm(matrix_ref<const T> a, matrix_ref<const T> b, const OffsetT* o
     std::int64_t start, count;
     if (offsets) {
       start = std::int64_t(offsets[g]);
-      count = counts ? std::int64_t(counts[g]) : std::int64_t(offsets[g + 1]) - start;
+      count = std::int64_t(offsets[g + 1]) - start;
+      if (counts && counts[g] < count) count = counts[g];
     } else {
       start = g * capacity;
       count = counts[g] < capacity ? counts[g] : capacity;

@@ -48,19 +48,19 @@ FRUGAL_DEVICE void ldmatrix(std::uint32_t (&dst)[Matrices], const void* row_addr
 #if FRUGAL_TENSOR_CORES
   const auto address = static_cast<std::uint32_t>(__cvta_generic_to_shared(row_address));
   if constexpr (Matrices == 1 && !Transpose)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(dst[0]) : "r"(address));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(dst[0]) : "r"(address) : "memory");
   else if constexpr (Matrices == 1)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(dst[0]) : "r"(address));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(dst[0]) : "r"(address) : "memory");
   else if constexpr (Matrices == 2 && !Transpose)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(dst[0]), "=r"(dst[1]) : "r"(address));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(dst[0]), "=r"(dst[1]) : "r"(address) : "memory");
   else if constexpr (Matrices == 2)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(dst[0]), "=r"(dst[1]) : "r"(address));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(dst[0]), "=r"(dst[1]) : "r"(address) : "memory");
   else if constexpr (!Transpose)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(dst[0]), "=r"(dst[1]), "=r"(dst[2]), "=r"(dst[3]) : "r"(address));
+                 : "=r"(dst[0]), "=r"(dst[1]), "=r"(dst[2]), "=r"(dst[3]) : "r"(address) : "memory");
   else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(dst[0]), "=r"(dst[1]), "=r"(dst[2]), "=r"(dst[3]) : "r"(address));
+                 : "=r"(dst[0]), "=r"(dst[1]), "=r"(dst[2]), "=r"(dst[3]) : "r"(address) : "memory");
 #else
   static_assert(detail::tensor_core_arch_error<decltype(dst)>,
                 "frugal::ldmatrix: frugal's tensor-core pieces need sm_80 or newer; compile for compute capability 8.0+");

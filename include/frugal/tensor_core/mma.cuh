@@ -162,6 +162,9 @@ FRUGAL_DEVICE void mma_sp(mma_accumulator& d, const mma_fragment<mma_operand::a,
                           const mma_fragment<mma_operand::b, m16n8k32_sparse, T>& b, const mma_accumulator& c,
                           std::uint32_t metadata) {
   static_assert(Selector == 0 || Selector == 1, "frugal::mma_sp: Selector must be 0 or 1 (m16n8k32 reads metadata from lane pairs)");
+#if defined(__CUDACC_VER_MAJOR__) && (__CUDACC_VER_MAJOR__ < 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ < 5))
+  static_assert(detail::tensor_core_arch_error<T>, "frugal::mma_sp: mma.sp::ordered_metadata needs CUDA 12.5 or newer (PTX ISA 8.5)");
+#endif
 #if defined(__CUDA_ARCH__)
 #if FRUGAL_TENSOR_CORES
   if constexpr (std::is_same_v<T, __nv_bfloat16>)

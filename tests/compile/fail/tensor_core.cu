@@ -52,6 +52,9 @@ int main() {
   frugal::matrix_ref<const int> a{}, b{};
   frugal::matrix_ref<float> d{};
   (void)frugal::gemm(a, b, d, 1, 1, 1);
+#elif defined(FRUGAL_FAIL_CASE_gemm_tile_chunks)
+  using bad = frugal::gemm_tile<__nv_bfloat16, frugal::matrix_order::col_major, 64, 64, 48, 2, 2, 3>;  // 6 chunks per row
+  return bad::threads;
 #elif defined(FRUGAL_FAIL_CASE_gemm_tile_warps)
   using bad = frugal::gemm_tile<__nv_bfloat16, frugal::matrix_order::col_major, 64, 40, 32, 2, 2, 3>;
   return bad::threads;

@@ -23,10 +23,12 @@ namespace frugal {
 
 //! The groups of a grouped GEMM: group g multiplies rows [start_g, start_g + rows_g) of A by
 //! its own B and writes the same rows of D. With `offsets` (a dispatch plan's offsets or
-//! offsets64, [groups + 1]) start_g = offsets[g] and rows_g = counts[g] when `counts` is given
-//! (the plan's counts: padding rows are skipped), else offsets[g + 1] - offsets[g]. Without
-//! offsets (the plan's masked layout) start_g = g * capacity and rows_g = counts[g], at most
-//! capacity. A segment reaching outside [0, rows) is clipped to it: never an out-of-bounds access.
+//! offsets64, [groups + 1]) start_g = offsets[g] and rows_g = offsets[g + 1] - offsets[g], or
+//! counts[g] when `counts` is given and smaller (the plan's counts: padding rows are skipped).
+//! Without offsets (the plan's masked layout) start_g = g * capacity and rows_g = counts[g], at
+//! most capacity. A segment reaching outside [0, rows) is clipped to it: never an out-of-bounds
+//! access. Segments must not overlap (offsets non-decreasing, as a plan's are): overlapping rows
+//! would be written by two blocks.
 template <class OffsetT = std::int32_t>
 struct gemm_groups {
   const OffsetT* offsets = nullptr;
@@ -84,7 +86,8 @@ FRUGAL_DEVICE void group_segment(const gemm_groups<OffsetT>& groups, int g, std:
   std::int64_t s, r;
   if (groups.offsets) {
     s = std::int64_t(groups.offsets[g]);
-    r = groups.counts ? std::int64_t(groups.counts[g]) : std::int64_t(groups.offsets[g + 1]) - s;
+    r = std::int64_t(groups.offsets[g + 1]) - s;
+    if (groups.counts && groups.counts[g] < r) r = groups.counts[g];  // never past the segment
   } else {
     s = g * groups.capacity;
     r = groups.counts[g];
@@ -118,7 +121,7 @@ __global__ void __launch_bounds__(Tile::threads)
     mine += (rows + Tile::block_m - 1) / Tile::block_m;
   }
   long long before = scan(scan_storage).exclusive_sum(mine, total);
-  if (tm >= total) return;  // past the tiles the plan uses: the whole block leaves (costs nothing more)
+  if (tm >= total) return;  // past the tiles the groups use: the whole block leaves after the scan
   if (before <= tm && tm < before + mine) {
     for (int g = first; g < first + per_thread && g < groups.groups; ++g) {
       std::int64_t start, rows;

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Host references for N:M sparsity, written for clarity: masks (magnitude or a user score,
+//! along rows or columns), the canonical compressed format (compress with or without a mask,
+//! decompress), the CUTLASS / PyTorch reordered 2:4 metadata, and transposable masks (2:4 by
+//! trying every pattern, larger M by the greedy algorithm the device runs, and the exact optimum
+//! by a min-cost flow, to measure the greedy). docs/sparse.md.
+#pragma once
+
+#include <frugal/core/numeric.cuh>
+#include <frugal/sparse/nm.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace frugal::reference {
+
+namespace detail {
+inline void note(unsigned long long& count, unsigned long long& first, std::int64_t position) {
+  ++count;
+  first = std::min(first, static_cast<unsigned long long>(position));
+}
+}  // namespace detail
+
+//! mask[r, c] = 1 where the N:M mask keeps (r, c). Windows of M run along each row (axis rows)
+//! or down each column (axis columns); a line's last window is padded (padding never wins over
+//! a real element). The score is |x| (magnitude) or x itself; ties keep the lower position; a
+//! window holding a NaN is reported and left all zero.
+template <class Pattern, class T>
+void nm_mask(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, sparse::nm_axis axis, bool magnitude,
+             std::uint8_t* mask, std::int64_t ld_mask, sparse::nm_report& report) {
+  constexpr int N = Pattern::n, M = Pattern::m;
+  const bool along_rows = axis == sparse::nm_axis::rows;
+  const std::int64_t lines = along_rows ? rows : cols, length = along_rows ? cols : rows;
+  for (std::int64_t line = 0; line < lines; ++line)
+    for (std::int64_t w = 0; w < Pattern::windows(length); ++w) {
+      float score[M];
+      bool has_nan = false;
+      for (int i = 0; i < M; ++i) {
+        const std::int64_t p = w * M + i, r = along_rows ? line : p, c = along_rows ? p : line;
+        if (p >= length) {
+          score[i] = magnitude ? 0.0f : -INFINITY;  // padding: a zero weight, never ahead of a real tie
+          continue;
+        }
+        const float v = to_float(x[r * ld + c]);
+        score[i] = magnitude ? std::fabs(v) : v;
+        if (std::isnan(v)) {
+          has_nan = true;
+          detail::note(report.nan_count, report.first_nan, r * cols + c);
+        }
+      }
+      const unsigned kept = has_nan ? 0u : sparse::select_window<N, M>(score);
+      for (int i = 0; i < M; ++i) {
+        const std::int64_t p = w * M + i;
+        if (p >= length) continue;
+        mask[(along_rows ? line : p) * ld_mask + (along_rows ? p : line)] = std::uint8_t((kept >> i) & 1u);
+      }
+    }
+}
+
+//! The canonical compressed form of W [rows, K] (docs/sparse.md): values [rows, ld_values] (the N
+//! kept values of each window, ascending position, as TV) and indices [rows, ld_indices] 32-bit
+//! words (each kept value's position in its window, Pattern::index_bits bits, LSB first).
+//! With a mask: exactly its positions (a window must keep min(N, its real positions); padding
+//! fills the rest), else the window is reported invalid and written as zeros at positions
+//! 0..N-1. Without a mask: the window's non-zeros (-0.0 is zero), then its lowest zero positions;
+//! more than N non-zeros is reported (overfull, with the count) and written as zeros too.
+template <class Pattern, class T, class TV>
+void nm_compress(const T* w, std::int64_t ld, std::int64_t rows, std::int64_t k, const std::uint8_t* mask, std::int64_t ld_mask,
+                 TV* values, std::int64_t ld_values, std::uint32_t* indices, std::int64_t ld_indices, sparse::nm_report& report) {
+  constexpr int N = Pattern::n, M = Pattern::m;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::uint32_t* row_words = indices + r * ld_indices;
+    for (std::int64_t i = 0; i < Pattern::index_words_per_row(k); ++i) row_words[i] = 0u;
+    for (std::int64_t win = 0; win < Pattern::windows(k); ++win) {
+      unsigned chosen = 0, real = 0;
+      int chosen_count = 0, real_count = 0;
+      for (int i = 0; i < M; ++i) {
+        const std::int64_t c = win * M + i;
+        if (c >= k) continue;
+        real |= 1u << i;
+        ++real_count;
+        const bool take = mask ? mask[r * ld_mask + c] != 0 : to_float(w[r * ld + c]) != 0.0f;
+        chosen |= unsigned(take) << i;
+        chosen_count += take;
+      }
+      const std::int64_t first = r * k + win * M;
+      unsigned kept;
+      if (mask && chosen_count != std::min(N, real_count)) {
+        detail::note(report.invalid_windows, report.first_invalid, first);
+        kept = (1u << N) - 1u;
+        chosen = 0;  // written as zeros
+      } else if (!mask && chosen_count > N) {
+        detail::note(report.overfull_windows, report.first_overfull, first);
+        report.most_nonzeros = std::max<unsigned long long>(report.most_nonzeros, unsigned(chosen_count));
+        kept = (1u << N) - 1u;
+        chosen = 0;
+      } else {
+        kept = sparse::fill_window<N, M>(chosen);
+      }
+      int positions[N];
+      sparse::kept_positions<N, M>(kept, positions);
+      for (int j = 0; j < N; ++j) {
+        const std::int64_t c = win * M + positions[j];
+        const bool real_value = ((chosen >> positions[j]) & 1u) && c < k;
+        values[r * ld_values + win * N + j] = from_float<TV>(real_value ? to_float(w[r * ld + c]) : 0.0f);
+        sparse::set_packed_index<Pattern>(row_words, win * N + j, unsigned(positions[j]));
+      }
+    }
+  }
+}
+
+//! Magnitude pruning straight to the canonical form: each window keeps its N largest |w| (ties
+//! to the lower position, -0.0 a zero) and `mask` (optional) records them. A window holding a
+//! NaN is reported and written as zeros at positions 0..N-1 (its mask all zero).
+template <class Pattern, class T, class TV>
+void nm_prune(const T* w, std::int64_t ld, std::int64_t rows, std::int64_t k, TV* values, std::int64_t ld_values, std::uint32_t* indices,
+              std::int64_t ld_indices, std::uint8_t* mask, std::int64_t ld_mask, sparse::nm_report& report) {
+  std::vector<std::uint8_t> chosen(static_cast<std::size_t>(rows * k));
+  nm_mask<Pattern>(w, ld, rows, k, sparse::nm_axis::rows, true, chosen.data(), k, report);
+  sparse::nm_report ignored;  // a NaN window's empty mask is not a second error
+  nm_compress<Pattern>(w, ld, rows, k, chosen.data(), k, values, ld_values, indices, ld_indices, ignored);
+  if (mask)
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < k; ++c) mask[r * ld_mask + c] = chosen[std::size_t(r * k + c)];
+}
+
+//! The masked dense W [rows, K] from its canonical form. Windows whose indices are not strictly
+//! ascending are reported invalid and left zero.
+template <class Pattern, class TV, class T>
+void nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32_t* indices, std::int64_t ld_indices, std::int64_t rows,
+                   std::int64_t k, T* dense, std::int64_t ld, sparse::nm_report& report) {
+  constexpr int N = Pattern::n, M = Pattern::m;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < k; ++c) dense[r * ld + c] = from_float<T>(0.0f);
+    for (std::int64_t win = 0; win < Pattern::windows(k); ++win) {
+      int previous = -1;
+      bool ascending = true;
+      for (int j = 0; j < N; ++j) {
+        const int p = int(sparse::packed_index<Pattern>(indices + r * ld_indices, win * N + j));
+        ascending = ascending && p > previous;
+        previous = p;
+      }
+      if (!ascending) {
+        detail::note(report.invalid_windows, report.first_invalid, r * k + win * M);
+        continue;
+      }
+      for (int j = 0; j < N; ++j) {
+        const std::int64_t c = win * M + sparse::packed_index<Pattern>(indices + r * ld_indices, win * N + j);
+        if (c < k) dense[r * ld + c] = from_float<T>(to_float(values[r * ld_values + win * N + j]));
+      }
+    }
+  }
+}
+
+// ---- CUTLASS / PyTorch reordered 2:4 metadata -----------------------------------------------------
+
+//! Where metadata element (r, c) of a [rows, K / 16] int16 matrix (element (r, c) = the four 2:4
+//! nibbles of row r, columns 16c .. 16c + 15, chunk 0 in the low bits: canonical 2:4 indices
+//! viewed as 16-bit words) goes in CUTLASS's reordered layout (host_reorder.h's reorder_meta:
+//! rows interleaved in groups of 32, 2 x 2 blocks swapped, then ColumnMajorInterleaved<2>), as
+//! PyTorch's semi-structured tensors store it. rows a multiple of 32, K a multiple of 32.
+inline std::int64_t cutlass_meta_offset(std::int64_t r, std::int64_t c, std::int64_t rows) {
+  std::int64_t dr = r / 32 * 32 + (r % 8) * 4 + (r % 32) / 8, dc = c;
+  if (dr % 2 == 0 && dc % 2 == 1) ++dr, --dc;       // the 2 x 2 blocks: top right <-> bottom left
+  else if (dr % 2 == 1 && dc % 2 == 0) --dr, ++dc;
+  return (dc / 2) * rows * 2 + dr * 2 + dc % 2;     // column-major, columns interleaved by 2
+}
+
+//! Canonical 2:4 indices [rows, ld_indices words] -> the reordered int16 metadata [rows, K / 16].
+inline void nm24_to_cutlass_meta(const std::uint32_t* indices, std::int64_t ld_indices, std::int64_t rows, std::int64_t k,
+                                 std::int16_t* meta) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < k / 16; ++c) {
+      const std::uint32_t word = indices[r * ld_indices + c / 2];
+      meta[cutlass_meta_offset(r, c, rows)] = std::int16_t(std::uint16_t(word >> (16 * (c % 2))));
+    }
+}
+
+//! The reordered int16 metadata [rows, K / 16] -> canonical 2:4 indices [rows, ld_indices words].
+inline void nm24_from_cutlass_meta(const std::int16_t* meta, std::int64_t rows, std::int64_t k, std::uint32_t* indices,
+                                   std::int64_t ld_indices) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t w = 0; w < (k + 31) / 32; ++w) indices[r * ld_indices + w] = 0u;
+    for (std::int64_t c = 0; c < k / 16; ++c)
+      indices[r * ld_indices + c / 2] |= std::uint32_t(std::uint16_t(meta[cutlass_meta_offset(r, c, rows)])) << (16 * (c % 2));
+  }
+}
+
+}  // namespace frugal::reference

@@ -61,7 +61,7 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 template <class P, class T, class TV>
 void check_round_trip(std::int64_t rows, std::int64_t k, fill kind, unsigned long long seed) {
   FRUGAL_SEEDED_RNG(rng, seed);
-  INFO("nm<" << P::n << ", " << P::m << "> " << frugal::type_name<T>() << " -> " << frugal::type_name<TV>() << " rows " << rows << " k "
+  INFO("nm<" << P::n << ", " << P::m << "> " << std::string(frugal::type_name<T>()) << " -> " << std::string(frugal::type_name<TV>()) << " rows " << rows << " k "
              << k << " fill " << int(kind));
   const std::int64_t ld = k + 3, ldv = P::values_per_row(k) + 1, ldi = P::index_words_per_row(k) + 1, ldm = k + 5;
   const auto w = make_matrix<T>(rng, rows, ld, kind);

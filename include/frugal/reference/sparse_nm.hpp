@@ -9,8 +9,10 @@
 
 #include <frugal/core/numeric.cuh>
 #include <frugal/sparse/nm.cuh>
+#include <frugal/sparse/srste_math.cuh>
 
 #include <algorithm>
+#include <bitset>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -154,6 +156,62 @@ void nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32_t
       }
     }
   }
+}
+
+// ---- SR-STE -----------------------------------------------------------------------------------
+
+//! One SR-STE step (sparse/srste.cuh) on host arrays, in the same operations: the mask of the
+//! current weight, the refined gradient, the optimizer update, the new mask, the compressed
+//! weight. Returns the flips (positions whose mask changed).
+template <class Pattern, class Optimizer, class G, class TV>
+unsigned long long srste_step(float* w, const G* grad, float* state0, float* state1, std::int64_t ld, std::int64_t rows, std::int64_t k,
+                              TV* values, std::int64_t ld_values, std::uint32_t* indices, std::int64_t ld_indices,
+                              const Optimizer& optimizer, const sparse::srste_params& params, sparse::nm_report& report) {
+  constexpr int N = Pattern::n, M = Pattern::m;
+  const sparse::optimizer_constants constants = sparse::constants_of(optimizer);
+  unsigned long long flips = 0;
+  auto mask_of = [&](const float* x, int count, std::int64_t first) {
+    float score[M];
+    bool nan = false;
+    for (int i = 0; i < M; ++i) {
+      score[i] = i < count ? std::fabs(x[i]) : 0.0f;
+      if (i < count && std::isnan(x[i])) {
+        nan = true;
+        detail::note(report.nan_count, report.first_nan, first + i);
+      }
+    }
+    return nan ? 0u : sparse::select_window<N, M>(score) & ((1u << count) - 1u);
+  };
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t i = 0; i < Pattern::index_words_per_row(k); ++i) indices[r * ld_indices + i] = 0u;
+    for (std::int64_t win = 0; win < Pattern::windows(k); ++win) {
+      const std::int64_t c0 = win * M;
+      const int count = int(std::min<std::int64_t>(M, k - c0));
+      float x[M] = {};
+      for (int i = 0; i < count; ++i) x[i] = w[r * ld + c0 + i];
+      const unsigned before = mask_of(x, count, r * k + c0);
+      for (int i = 0; i < count; ++i) {
+        const std::int64_t at = r * ld + c0 + i;
+        float second = state1 ? state1[at] : 0.0f;
+        const float refined = sparse::srste_gradient(to_float(grad[at]), x[i], (before >> i) & 1u, params);
+        sparse::optimizer_update(optimizer, constants, refined, x[i], state0[at], second);
+        if (state1) state1[at] = second;
+        w[at] = x[i];
+      }
+      const unsigned after = mask_of(x, count, r * k + c0);
+      flips += std::bitset<32>(before ^ after).count();
+      const unsigned kept = after == 0u ? (1u << N) - 1u : sparse::fill_window<N, M>(after);
+      float kept_value[N];
+      sparse::kept_values<N, M>(kept, after, x, kept_value);
+      int positions[N];
+      sparse::kept_positions<N, M>(kept, positions);
+      for (int j = 0; j < N; ++j) {
+        values[r * ld_values + win * N + j] = from_float<TV>(kept_value[j]);
+        sparse::set_packed_index<Pattern>(indices + r * ld_indices, win * N + j, unsigned(positions[j]));
+      }
+    }
+  }
+  return flips;
 }
 
 // ---- CUTLASS / PyTorch reordered 2:4 metadata -----------------------------------------------------

@@ -7,6 +7,7 @@
 #include <frugal/topk/thread_topk.cuh>
 #include <frugal/topk/warp_topk.cuh>
 #include <frugal/moe/route_config.cuh>
+#include <frugal/sparse/nm.cuh>
 #if FRUGAL_KERNEL_CODE
 #include <frugal/moe/device_route.cuh>
 #include <frugal/moe/expert_choice.cuh>
@@ -51,6 +52,10 @@ int main() {
   frugal::thread_topk<65> t;
 #elif defined(FRUGAL_FAIL_CASE_compact_key_bits)
   const auto t = frugal::make_compact_topk_key<20>(1.0f, 0u);
+#elif defined(FRUGAL_FAIL_CASE_nm_m)
+  auto t = frugal::sparse::nm<2, 6>::windows(12);
+#elif defined(FRUGAL_FAIL_CASE_nm_n)
+  auto t = frugal::sparse::nm<4, 4>::windows(12);
 #elif defined(FRUGAL_FAIL_CASE_vector_width)
   frugal::vector<float, 3> t;
 #elif defined(FRUGAL_FAIL_CASE_vector_bytes)

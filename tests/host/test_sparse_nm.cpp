@@ -231,3 +231,37 @@ TEST_CASE("srste arithmetic: the refined gradient and SGD / AdamW updates, deriv
   CHECK(v == doctest::Approx(0.01024).epsilon(1e-6));
   CHECK(wa == doctest::Approx(want).epsilon(1e-6));
 }
+
+TEST_CASE("transposable 2:4 (and 1:4, 3:4): the best of every valid 4 x 4 pattern, against brute force over all 65536 masks") {
+  auto check = [](auto n_tag, int expected_patterns) {
+    constexpr int N = decltype(n_tag)::value;
+    std::vector<unsigned> valid;
+    for (unsigned m = 0; m < 65536; ++m) {
+      bool ok = true;
+      for (int r = 0; r < 4; ++r) ok = ok && __builtin_popcount((m >> (4 * r)) & 15u) == N;
+      for (int c = 0; c < 4; ++c) ok = ok && __builtin_popcount(m & (0x1111u << c)) == N;
+      if (ok) valid.push_back(m);
+    }
+    REQUIRE(int(valid.size()) == expected_patterns);
+    std::mt19937_64 rng(N);
+    std::uniform_int_distribution<int> small(0, 6);  // integer scores: every sum exact, many ties
+    for (int trial = 0; trial < 3000; ++trial) {
+      float score[16];
+      for (auto& s : score) s = float(small(rng));
+      const unsigned got = frugal::sparse::select_block4<N>(score);
+      REQUIRE(std::find(valid.begin(), valid.end(), got) != valid.end());
+      auto sum = [&](unsigned m) {
+        double t = 0;
+        for (int i = 0; i < 16; ++i) t += ((m >> i) & 1u) ? score[i] : 0.0;
+        return t;
+      };
+      double best = -1;
+      for (unsigned m : valid) best = std::max(best, sum(m));
+      INFO("trial " << trial);
+      REQUIRE(sum(got) == best);
+    }
+  };
+  check(std::integral_constant<int, 2>{}, 90);
+  check(std::integral_constant<int, 1>{}, 24);
+  check(std::integral_constant<int, 3>{}, 24);
+}

@@ -307,3 +307,41 @@ TEST_CASE("sparse: bitwise deterministic, and arguments checked") {
   FRUGAL_REQUIRE_OK((frugal::sparse::nm_prune<nm<2, 4>>(d_w.data(), 512, v1.data(), 256, i1.data(), 16, static_cast<std::uint8_t*>(nullptr), 0,
                                                        d_report.data(), 0, 512)));
 }
+
+TEST_CASE("sparse: transposable N:4 masks against the reference; every block keeps N per row and column") {
+  FRUGAL_SEEDED_RNG(rng, 1300);
+  for (auto kind : {fill::random, fill::ties, fill::adversarial}) {
+    const std::int64_t rows = 37, cols = 70, ld = 72;  // edge blocks in both directions
+    const auto x = make_matrix<float>(rng, rows, ld, kind);
+    device_buffer<float> d_x(x);
+    device_buffer<std::uint8_t> d_mask(std::size_t(rows * cols));
+    device_buffer<nm_report> d_report(1);
+    auto run = [&](auto n_tag) {
+      constexpr int N = decltype(n_tag)::value;
+      FRUGAL_REQUIRE_OK((frugal::sparse::nm_transposable_mask<nm<N, 4>>(d_x.data(), ld, d_mask.data(), cols, d_report.data(), rows, cols)));
+      frugal::test::synchronize();
+      std::vector<std::uint8_t> want(std::size_t(rows * cols));
+      nm_report want_report;
+      frugal::reference::nm_transposable_mask4<N>(x.data(), ld, rows, cols, want.data(), cols, want_report);
+      const auto got = d_mask.download();
+      INFO("N " << N << " fill " << int(kind));
+      REQUIRE(got == want);
+      require_same_report(d_report.download()[0], want_report);
+      // Interior blocks: exactly N per row and per column.
+      for (std::int64_t r0 = 0; r0 + 4 <= rows; r0 += 4)
+        for (std::int64_t c0 = 0; c0 + 4 <= cols; c0 += 4)
+          for (int i = 0; i < 4; ++i) {
+            int in_row = 0, in_col = 0;
+            for (int j = 0; j < 4; ++j) {
+              in_row += got[std::size_t((r0 + i) * cols + c0 + j)];
+              in_col += got[std::size_t((r0 + j) * cols + c0 + i)];
+            }
+            REQUIRE(in_row == N);
+            REQUIRE(in_col == N);
+          }
+    };
+    run(std::integral_constant<int, 2>{});
+    run(std::integral_constant<int, 1>{});
+    run(std::integral_constant<int, 3>{});
+  }
+}

@@ -140,3 +140,81 @@ TEST_CASE("srste: a NaN gradient makes a NaN weight, reported with its position;
   bad.lr = NAN;
   CHECK(!frugal::sparse::srste_step<nm<2, 4>>(b, rows, k, bad).ok());
 }
+
+TEST_CASE("srste: transposable 2:4 (and 1:4), W and W^T compressed, bit for bit against the reference over 3 steps") {
+  auto run = [](auto n_tag, auto optimizer, std::int64_t rows, std::int64_t k, unsigned long long seed) {
+    constexpr int N = decltype(n_tag)::value;
+    using P = nm<N, 4>;
+    using Optimizer = decltype(optimizer);
+    constexpr bool adam = std::is_same_v<Optimizer, frugal::sparse::adamw>;
+    FRUGAL_SEEDED_RNG(rng, seed);
+    INFO("N " << N << " rows " << rows << " k " << k << (adam ? " adamw" : " sgd"));
+    const std::int64_t ld = k + 1, ldv = P::values_per_row(k), ldi = P::index_words_per_row(k);
+    const std::int64_t ldvt = P::values_per_row(rows), ldit = P::index_words_per_row(rows);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> w(std::size_t(rows * ld)), s0(std::size_t(rows * ld), 0.0f), s1(std::size_t(rows * ld), 0.0f);
+    for (auto& x : w) x = 0.1f * normal(rng);
+    device_buffer<float> d_w(w), d_s0(s0), d_s1(s1);
+    device_buffer<__nv_bfloat16> d_g(std::size_t(rows * ld)), d_values(std::size_t(rows * ldv)), d_values_t(std::size_t(k * ldvt));
+    device_buffer<std::uint32_t> d_indices(std::size_t(rows * ldi)), d_indices_t(std::size_t(k * ldit));
+    device_buffer<unsigned long long> d_flips(1);
+    device_buffer<nm_report> d_report(1);
+    std::vector<__nv_bfloat16> values(std::size_t(rows * ldv)), values_t(std::size_t(k * ldvt));
+    std::vector<std::uint32_t> indices(std::size_t(rows * ldi)), indices_t(std::size_t(k * ldit));
+    Optimizer opt = optimizer;
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<__nv_bfloat16> g(std::size_t(rows * ld));
+      for (auto& x : g) x = frugal::from_float<__nv_bfloat16>(0.5f * normal(rng));
+      d_g.upload(g);
+      if constexpr (adam) opt.step = step;
+      frugal::sparse::srste_buffers<__nv_bfloat16, __nv_bfloat16> b;
+      b.weight = d_w.data();
+      b.grad = d_g.data();
+      b.state0 = d_s0.data();
+      b.state1 = adam ? d_s1.data() : nullptr;
+      b.ld = ld;
+      b.values = d_values.data();
+      b.ld_values = ldv;
+      b.indices = d_indices.data();
+      b.ld_indices = ldi;
+      b.flips = d_flips.data();
+      b.report = d_report.data();
+      b.values_t = d_values_t.data();
+      b.ld_values_t = ldvt;
+      b.indices_t = d_indices_t.data();
+      b.ld_indices_t = ldit;
+      const frugal::sparse::srste_params params{0.02f};
+      FRUGAL_REQUIRE_OK((frugal::sparse::srste_step_transposable<P>(b, rows, k, opt, params)));
+      frugal::test::synchronize();
+      nm_report want_report;
+      const auto want_flips = frugal::reference::srste_step_transposable4<N>(
+          w.data(), g.data(), s0.data(), adam ? s1.data() : nullptr, ld, rows, k, values.data(), ldv, indices.data(), ldi, values_t.data(),
+          ldvt, indices_t.data(), ldit, opt, params, want_report);
+      INFO("step " << step);
+      REQUIRE(d_report.download()[0].ok());
+      CHECK(d_flips.download()[0] == want_flips);
+      const auto got_w = d_w.download();
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = 0; c < k; ++c) REQUIRE(std::memcmp(&got_w[std::size_t(r * ld + c)], &w[std::size_t(r * ld + c)], 4) == 0);
+      REQUIRE(same_bits(d_values.download(), values));
+      REQUIRE(same_bits(d_indices.download(), indices));
+      REQUIRE(same_bits(d_values_t.download(), values_t));
+      REQUIRE(same_bits(d_indices_t.download(), indices_t));
+      // Decompressing W^T gives the transpose of decompressed W.
+      std::vector<float> dense(std::size_t(rows * k)), dense_t(std::size_t(k * rows));
+      nm_report ignored;
+      frugal::reference::nm_decompress<P>(values.data(), ldv, indices.data(), ldi, rows, k, dense.data(), k, ignored);
+      frugal::reference::nm_decompress<P>(values_t.data(), ldvt, indices_t.data(), ldit, k, rows, dense_t.data(), rows, ignored);
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = 0; c < k; ++c) REQUIRE(dense[std::size_t(r * k + c)] == dense_t[std::size_t(c * rows + r)]);
+      if (step > 1) MESSAGE("transposable N = " << N << " step " << step << ": " << want_flips << " of " << rows * k << " positions flipped");
+    }
+  };
+  frugal::sparse::sgd_momentum sgd;
+  sgd.lr = 0.05f;
+  frugal::sparse::adamw adam;
+  adam.lr = 0.01f;
+  run(std::integral_constant<int, 2>{}, sgd, 36, 68, 21);
+  run(std::integral_constant<int, 2>{}, adam, 33, 70, 22);  // edge blocks
+  run(std::integral_constant<int, 1>{}, sgd, 16, 40, 23);
+}

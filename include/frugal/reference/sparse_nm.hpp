@@ -10,6 +10,7 @@
 #include <frugal/core/numeric.cuh>
 #include <frugal/sparse/nm.cuh>
 #include <frugal/sparse/srste_math.cuh>
+#include <frugal/sparse/transposable.cuh>
 
 #include <algorithm>
 #include <bitset>
@@ -158,6 +159,35 @@ void nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32_t
   }
 }
 
+// ---- transposable masks ---------------------------------------------------------------------------
+
+//! The transposable N:4 mask of x [rows, cols] (sparse::nm_transposable_mask's rules: every
+//! 4 x 4 block by select_block4, positions outside the matrix scoring -1, NaN blocks zero).
+template <int N, class T>
+void nm_transposable_mask4(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, std::uint8_t* mask, std::int64_t ld_mask,
+                           sparse::nm_report& report) {
+  for (std::int64_t r0 = 0; r0 < rows; r0 += 4)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += 4) {
+      float score[16];
+      bool nan = false;
+      for (int i = 0; i < 16; ++i) {
+        const std::int64_t r = r0 + i / 4, c = c0 + i % 4;
+        const bool real = r < rows && c < cols;
+        const float v = real ? to_float(x[r * ld + c]) : 0.0f;
+        score[i] = real ? std::fabs(v) : -1.0f;
+        if (real && std::isnan(v)) {
+          nan = true;
+          detail::note(report.nan_count, report.first_nan, r * cols + c);
+        }
+      }
+      const unsigned kept = nan ? 0u : sparse::select_block4<N>(score);
+      for (int i = 0; i < 16; ++i) {
+        const std::int64_t r = r0 + i / 4, c = c0 + i % 4;
+        if (r < rows && c < cols) mask[r * ld_mask + c] = std::uint8_t((kept >> i) & 1u);
+      }
+    }
+}
+
 // ---- SR-STE -----------------------------------------------------------------------------------
 
 //! One SR-STE step (sparse/srste.cuh) on host arrays, in the same operations: the mask of the
@@ -211,6 +241,88 @@ unsigned long long srste_step(float* w, const G* grad, float* state0, float* sta
       }
     }
   }
+  return flips;
+}
+
+//! One transposable SR-STE step for N:4 (sparse::srste_step_transposable): every 4 x 4 block's
+//! pattern by select_block4 before and after the update; W compressed along its rows and W^T
+//! ([K, rows]) along W's columns. Returns the flips.
+template <int N, class Optimizer, class G, class TV>
+unsigned long long srste_step_transposable4(float* w, const G* grad, float* state0, float* state1, std::int64_t ld, std::int64_t rows,
+                                            std::int64_t k, TV* values, std::int64_t ld_values, std::uint32_t* indices,
+                                            std::int64_t ld_indices, TV* values_t, std::int64_t ld_values_t, std::uint32_t* indices_t,
+                                            std::int64_t ld_indices_t, const Optimizer& optimizer, const sparse::srste_params& params,
+                                            sparse::nm_report& report) {
+  using P = sparse::nm<N, 4>;
+  const sparse::optimizer_constants constants = sparse::constants_of(optimizer);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t i = 0; i < P::index_words_per_row(k); ++i) indices[r * ld_indices + i] = 0u;
+  for (std::int64_t c = 0; c < k; ++c)
+    for (std::int64_t i = 0; i < P::index_words_per_row(rows); ++i) indices_t[c * ld_indices_t + i] = 0u;
+  unsigned long long flips = 0;
+  auto write = [&](unsigned kept, unsigned real, const float (&window)[4], TV* row_values, std::uint32_t* row_words, std::int64_t index) {
+    float kept_value[N];
+    sparse::kept_values<N, 4>(kept, real, window, kept_value);
+    int positions[N];
+    sparse::kept_positions<N, 4>(kept, positions);
+    for (int j = 0; j < N; ++j) {
+      row_values[index * N + j] = from_float<TV>(kept_value[j]);
+      sparse::set_packed_index<P>(row_words, index * N + j, unsigned(positions[j]));
+    }
+  };
+  for (std::int64_t r0 = 0; r0 < rows; r0 += 4)
+    for (std::int64_t c0 = 0; c0 < k; c0 += 4) {
+      float x[16], score[16], s0[16], s1[16], g[16];
+      unsigned real = 0;
+      bool nan = false;
+      for (int i = 0; i < 16; ++i) {
+        const std::int64_t r = r0 + i / 4, c = c0 + i % 4;
+        const bool is_real = r < rows && c < k;
+        real |= unsigned(is_real) << i;
+        x[i] = is_real ? w[r * ld + c] : 0.0f;
+        g[i] = is_real ? to_float(grad[r * ld + c]) : 0.0f;
+        s0[i] = is_real ? state0[r * ld + c] : 0.0f;
+        s1[i] = is_real && state1 ? state1[r * ld + c] : 0.0f;
+        score[i] = is_real ? std::fabs(x[i]) : -1.0f;
+        if (is_real && std::isnan(x[i])) {
+          nan = true;
+          detail::note(report.nan_count, report.first_nan, r * k + c);
+        }
+      }
+      const unsigned before = nan ? 0u : sparse::select_block4<N>(score);
+      for (int i = 0; i < 16; ++i) {
+        sparse::optimizer_update(optimizer, constants, sparse::srste_gradient(g[i], x[i], (before >> i) & 1u, params), x[i], s0[i], s1[i]);
+        score[i] = ((real >> i) & 1u) ? std::fabs(x[i]) : -1.0f;
+        if (((real >> i) & 1u) && std::isnan(x[i])) {
+          nan = true;
+          detail::note(report.nan_count, report.first_nan, (r0 + i / 4) * k + c0 + i % 4);
+        }
+      }
+      const unsigned after = nan ? 0u : sparse::select_block4<N>(score);
+      flips += std::bitset<32>((before ^ after) & real).count();
+      for (int i = 0; i < 16; ++i) {
+        if (!((real >> i) & 1u)) continue;
+        const std::int64_t at = (r0 + i / 4) * ld + c0 + i % 4;
+        w[at] = x[i];
+        state0[at] = s0[i];
+        if (state1) state1[at] = s1[i];
+      }
+      for (int i = 0; i < 4; ++i) {
+        unsigned col_kept = 0, col_real = 0;
+        for (int j = 0; j < 4; ++j) {
+          col_kept |= ((after >> (4 * j + i)) & 1u) << j;
+          col_real |= (((after & real) >> (4 * j + i)) & 1u) << j;
+        }
+        const float row_window[4] = {x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]};
+        const float col_window[4] = {x[i], x[4 + i], x[8 + i], x[12 + i]};
+        if (r0 + i < rows)
+          write(after ? (after >> (4 * i)) & 15u : (1u << N) - 1u, ((after & real) >> (4 * i)) & 15u, row_window,
+                values + (r0 + i) * ld_values, indices + (r0 + i) * ld_indices, c0 / 4);
+        if (c0 + i < k)
+          write(after ? col_kept : (1u << N) - 1u, col_real, col_window, values_t + (c0 + i) * ld_values_t,
+                indices_t + (c0 + i) * ld_indices_t, r0 / 4);
+      }
+    }
   return flips;
 }
 

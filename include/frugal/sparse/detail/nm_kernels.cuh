@@ -15,6 +15,7 @@
 #include <frugal/core/vector_io.cuh>
 #include <frugal/core/warp.cuh>
 #include <frugal/sparse/nm.cuh>
+#include <frugal/sparse/transposable.cuh>
 #include <frugal/sparse/warp_nm.cuh>
 
 #include <cstdint>
@@ -189,6 +190,61 @@ __global__ void __launch_bounds__(nm_threads)
     FRUGAL_UNROLL
     for (int i = 0; i < M; ++i)
       if (c0 + i < k) dense[r * ld + c0 + i] = from_float<T>(out[i]);
+  }
+}
+
+// 4 x 4 blocks: which block a thread owns. A warp covers 8 block-rows x 4 block-columns, so its
+// loads of each row touch 64 contiguous bytes and its W^T writes of each column 8 windows.
+struct block4_place {
+  std::int64_t br, bc;
+  bool live;
+};
+FRUGAL_DEVICE block4_place block4_of(std::int64_t unit, std::int64_t block_rows, std::int64_t block_cols) {
+  const std::int64_t bands = (block_cols + 3) / 4;
+  const std::int64_t band_row = unit / bands, band_col = unit % bands;
+  const int lane = int(lane_index());
+  const std::int64_t br = band_row * 8 + lane / 4, bc = band_col * 4 + lane % 4;
+  return {br, bc, br < block_rows && bc < block_cols};
+}
+FRUGAL_HOST_DEVICE std::int64_t block4_units(std::int64_t block_rows, std::int64_t block_cols) {
+  return (block_rows + 7) / 8 * ((block_cols + 3) / 4);
+}
+
+// Loads a 4 x 4 block of magnitudes; positions outside the matrix score -1 (below every real
+// magnitude, so patterns keep real elements where the structure allows). NaN is reported.
+template <class T>
+FRUGAL_DEVICE bool load_block4(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, std::int64_t r0, std::int64_t c0,
+                               float (&value)[16], float (&score)[16], nm_report* report) {
+  bool nan = false;
+  FRUGAL_UNROLL
+  for (int i = 0; i < 16; ++i) {
+    const std::int64_t r = r0 + i / 4, c = c0 + i % 4;
+    const bool real = r < rows && c < cols;
+    value[i] = real ? to_float(x[r * ld + c]) : 0.0f;
+    score[i] = real ? fabsf(value[i]) : -1.0f;
+    if (real && value[i] != value[i]) {
+      nan = true;
+      report_problem(&report->nan_count, &report->first_nan, r * cols + c);
+    }
+  }
+  return nan;
+}
+
+template <int N, class T>
+__global__ void __launch_bounds__(nm_threads)
+    nm_transposable_mask4_kernel(nm_source<T> x, std::uint8_t* mask, std::int64_t ld_mask, nm_report* report) {
+  const std::int64_t block_rows = (x.rows + 3) / 4, block_cols = (x.cols + 3) / 4;
+  for (std::int64_t unit = warp_unit(); unit < block4_units(block_rows, block_cols); unit += warp_units_in_grid()) {
+    const block4_place b = block4_of(unit, block_rows, block_cols);
+    if (!b.live) continue;
+    float value[16], score[16];
+    const bool nan = load_block4(x.data, x.ld, x.rows, x.cols, 4 * b.br, 4 * b.bc, value, score, report);
+    const unsigned kept = nan ? 0u : select_block4<N>(score);
+    FRUGAL_UNROLL
+    for (int i = 0; i < 16; ++i) {
+      const std::int64_t r = 4 * b.br + i / 4, c = 4 * b.bc + i % 4;
+      if (r < x.rows && c < x.cols) mask[r * ld_mask + c] = std::uint8_t((kept >> i) & 1u);
+    }
   }
 }
 

@@ -112,4 +112,103 @@ __global__ void __launch_bounds__(nm_threads)
   }
 }
 
+// Sets `count` bits at bit `offset` of a row's packed words (atomically: several threads fill
+// one word). The words must have been zeroed.
+FRUGAL_DEVICE void atomic_or_bits(std::uint32_t* row_words, std::int64_t offset, std::uint64_t bits, int count) {
+  const std::int64_t word = offset / 32;
+  const int shift = int(offset % 32);
+  const std::uint64_t placed = bits << shift;
+  if (std::uint32_t(placed)) atomicOr(row_words + word, std::uint32_t(placed));
+  if (shift + count > 32 && std::uint32_t(placed >> 32)) atomicOr(row_words + word + 1, std::uint32_t(placed >> 32));
+}
+
+template <int Unused = 0>
+__global__ void zero_words_kernel(std::uint32_t* words, std::int64_t ld, std::int64_t rows, std::int64_t count) {
+  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * count; i += std::int64_t(gridDim.x) * blockDim.x)
+    words[i / count * ld + i % count] = 0u;
+}
+
+// One window (4 positions, `kept` holding N of them) of a compressed row: values and indices.
+template <int N, class TV>
+FRUGAL_DEVICE void store_window4(unsigned kept, unsigned real, const float (&window)[4], TV* values, std::uint32_t* row_words,
+                                 std::int64_t window_index) {
+  float kept_value[N];
+  kept_values<N, 4>(kept, real, window, kept_value);
+  std::uint64_t bits = 0;
+  FRUGAL_UNROLL
+  for (int i = 3; i >= 0; --i) bits = ((kept >> i) & 1u) ? (bits << 2) | unsigned(i) : bits;
+  FRUGAL_UNROLL
+  for (int j = 0; j < N; ++j) values[window_index * N + j] = from_float<TV>(kept_value[j]);
+  atomic_or_bits(row_words, window_index * 2 * N, bits, 2 * N);
+}
+
+// The transposable SR-STE step for N:4: a thread owns a 4 x 4 block (block4_of), finds the
+// block's pattern before and after the update (select_block4), and writes both W and W^T
+// compressed (index words zeroed beforehand, filled with atomic ORs).
+template <int N, class Optimizer, class G, class TV>
+__global__ void __launch_bounds__(nm_threads)
+    srste_transposable4_kernel(srste_problem<G, TV> p, TV* values_t, std::int64_t ld_values_t, std::uint32_t* indices_t,
+                               std::int64_t ld_indices_t, Optimizer opt, optimizer_constants constants, srste_params sr) {
+  constexpr bool second = has_second_moment<Optimizer>;
+  const std::int64_t block_rows = (p.rows + 3) / 4, block_cols = (p.k + 3) / 4;
+  for (std::int64_t unit = warp_unit(); unit < block4_units(block_rows, block_cols); unit += warp_units_in_grid()) {
+    const block4_place b = block4_of(unit, block_rows, block_cols);
+    unsigned flips = 0;
+    if (b.live) {
+      const std::int64_t r0 = 4 * b.br, c0 = 4 * b.bc;
+      float w[16], score[16], g[16], s0[16], s1[16];
+      unsigned real = 0;
+      bool nan = load_block4(p.weight, p.ld, p.rows, p.k, r0, c0, w, score, p.report);
+      FRUGAL_UNROLL
+      for (int i = 0; i < 16; ++i) {
+        const std::int64_t r = r0 + i / 4, c = c0 + i % 4;
+        const bool is_real = r < p.rows && c < p.k;
+        real |= unsigned(is_real) << i;
+        g[i] = is_real ? to_float(p.grad[r * p.ld + c]) : 0.0f;
+        s0[i] = is_real ? p.state0[r * p.ld + c] : 0.0f;
+        s1[i] = second && is_real ? p.state1[r * p.ld + c] : 0.0f;
+      }
+      const unsigned before = nan ? 0u : select_block4<N>(score);
+      FRUGAL_UNROLL
+      for (int i = 0; i < 16; ++i) {
+        optimizer_update(opt, constants, srste_gradient(g[i], w[i], (before >> i) & 1u, sr), w[i], s0[i], s1[i]);
+        score[i] = ((real >> i) & 1u) ? fabsf(w[i]) : -1.0f;
+        if (((real >> i) & 1u) && w[i] != w[i]) {
+          nan = true;
+          report_problem(&p.report->nan_count, &p.report->first_nan, (r0 + i / 4) * p.k + c0 + i % 4);
+        }
+      }
+      const unsigned after = nan ? 0u : select_block4<N>(score);
+      flips = unsigned(__popc((before ^ after) & real));
+      FRUGAL_UNROLL
+      for (int i = 0; i < 16; ++i) {
+        if (!((real >> i) & 1u)) continue;
+        const std::int64_t at = (r0 + i / 4) * p.ld + c0 + i % 4;
+        p.weight[at] = w[i];
+        p.state0[at] = s0[i];
+        if constexpr (second) p.state1[at] = s1[i];
+      }
+      // W: row r0 + i keeps the block row's pattern as its window bc; W^T: column c0 + j keeps
+      // the block column's as its window br. A NaN block: zeros at positions 0 .. N-1.
+      FRUGAL_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const unsigned row_kept = after ? (after >> (4 * i)) & 15u : (1u << N) - 1u, row_real = ((after & real) >> (4 * i)) & 15u;
+        const unsigned col_kept_bits = ((after >> i) & 1u) | ((after >> (i + 3)) & 2u) | ((after >> (i + 6)) & 4u) | ((after >> (i + 9)) & 8u);
+        const unsigned col_real_bits = (((after & real) >> i) & 1u) | (((after & real) >> (i + 3)) & 2u) |
+                                       (((after & real) >> (i + 6)) & 4u) | (((after & real) >> (i + 9)) & 8u);
+        const unsigned col_kept = after ? col_kept_bits : (1u << N) - 1u;
+        const float row_window[4] = {w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]};
+        const float col_window[4] = {w[i], w[4 + i], w[8 + i], w[12 + i]};
+        if (r0 + i < p.rows)
+          store_window4<N>(row_kept, row_real, row_window, p.values + (r0 + i) * p.ld_values, p.indices + (r0 + i) * p.ld_indices, b.bc);
+        if (c0 + i < p.k)
+          store_window4<N>(col_kept, col_real_bits, col_window, values_t + (c0 + i) * ld_values_t, indices_t + (c0 + i) * ld_indices_t,
+                           b.br);
+      }
+    }
+    const unsigned warp_flips = warp_sum(flips);
+    if (lane_index() == 0 && warp_flips) atomicAdd(p.flips, static_cast<unsigned long long>(warp_flips));
+  }
+}
+
 }  // namespace frugal::sparse::detail

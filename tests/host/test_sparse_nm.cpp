@@ -265,3 +265,51 @@ TEST_CASE("transposable 2:4 (and 1:4, 3:4): the best of every valid 4 x 4 patter
   check(std::integral_constant<int, 1>{}, 24);
   check(std::integral_constant<int, 3>{}, 24);
 }
+
+TEST_CASE("transposable N:8 and N:16: the greedy keeps N per row and column; its sum against the exact optimum (min-cost flow)") {
+  auto measure = [](auto n_tag, auto m_tag, double floor) {
+    constexpr int N = decltype(n_tag)::value, M = decltype(m_tag)::value;
+    std::mt19937_64 rng(N * 100 + M);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    double worst = 1.0, mean = 0.0;
+    const int blocks = 200;
+    for (int b = 0; b < blocks; ++b) {
+      float score[M * M];
+      for (auto& s : score) s = std::fabs(normal(rng));
+      const auto kept = frugal::reference::transposable_greedy_block<N, M>(score);
+      double sum = 0.0;
+      for (int r = 0; r < M; ++r) {
+        int in_row = 0, in_col = 0;
+        for (int c = 0; c < M; ++c) {
+          in_row += kept[std::size_t(r * M + c)];
+          in_col += kept[std::size_t(c * M + r)];
+          sum += kept[std::size_t(r * M + c)] ? score[r * M + c] : 0.0;
+        }
+        REQUIRE(in_row == N);
+        REQUIRE(in_col == N);
+      }
+      const double optimum = frugal::reference::transposable_optimum(score, N, M);
+      REQUIRE(sum <= optimum + 1e-6);
+      worst = std::min(worst, sum / optimum);
+      mean += sum / optimum / blocks;
+    }
+    MESSAGE("greedy transposable " << N << ":" << M << " on |N(0,1)| blocks: mean " << mean << ", worst " << worst
+                                   << " of the optimum's kept magnitude (200 blocks)");
+    CHECK(worst >= floor);
+  };
+  measure(std::integral_constant<int, 2>{}, std::integral_constant<int, 8>{}, 0.9);
+  measure(std::integral_constant<int, 4>{}, std::integral_constant<int, 8>{}, 0.9);
+  measure(std::integral_constant<int, 4>{}, std::integral_constant<int, 16>{}, 0.9);
+  measure(std::integral_constant<int, 8>{}, std::integral_constant<int, 16>{}, 0.9);
+  // The 2:4 search is exact: its sum equals the flow optimum.
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int b = 0; b < 200; ++b) {
+    float score[16];
+    for (auto& s : score) s = std::fabs(normal(rng));
+    const unsigned m = frugal::sparse::select_block4<2>(score);
+    double sum = 0.0;
+    for (int i = 0; i < 16; ++i) sum += ((m >> i) & 1u) ? score[i] : 0.0;
+    REQUIRE(sum == doctest::Approx(frugal::reference::transposable_optimum(score, 2, 4)).epsilon(1e-6));
+  }
+}

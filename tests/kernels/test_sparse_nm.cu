@@ -345,3 +345,29 @@ TEST_CASE("sparse: transposable N:4 masks against the reference; every block kee
     run(std::integral_constant<int, 3>{});
   }
 }
+
+TEST_CASE("sparse: transposable N:8 and N:16 masks (warp greedy with completion) against the reference") {
+  FRUGAL_SEEDED_RNG(rng, 1400);
+  for (auto kind : {fill::random, fill::ties, fill::sparse_values}) {
+    const std::int64_t rows = 45, cols = 70, ld = 70;  // edge blocks in both directions
+    const auto x = make_matrix<__nv_bfloat16>(rng, rows, ld, kind);
+    device_buffer<__nv_bfloat16> d_x(x);
+    device_buffer<std::uint8_t> d_mask(std::size_t(rows * cols));
+    device_buffer<nm_report> d_report(1);
+    auto run = [&](auto n_tag, auto m_tag) {
+      constexpr int N = decltype(n_tag)::value, M = decltype(m_tag)::value;
+      FRUGAL_REQUIRE_OK((frugal::sparse::nm_transposable_mask<nm<N, M>>(d_x.data(), ld, d_mask.data(), cols, d_report.data(), rows, cols)));
+      frugal::test::synchronize();
+      std::vector<std::uint8_t> want(std::size_t(rows * cols));
+      nm_report want_report;
+      frugal::reference::nm_transposable_mask_greedy<N, M>(x.data(), ld, rows, cols, want.data(), cols, want_report);
+      INFO(N << ":" << M << " fill " << int(kind));
+      REQUIRE(d_mask.download() == want);
+      require_same_report(d_report.download()[0], want_report);
+    };
+    run(std::integral_constant<int, 2>{}, std::integral_constant<int, 8>{});
+    run(std::integral_constant<int, 4>{}, std::integral_constant<int, 8>{});
+    run(std::integral_constant<int, 4>{}, std::integral_constant<int, 16>{});
+    run(std::integral_constant<int, 8>{}, std::integral_constant<int, 16>{});
+  }
+}

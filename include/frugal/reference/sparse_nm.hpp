@@ -188,6 +188,148 @@ void nm_transposable_mask4(const T* x, std::int64_t ld, std::int64_t rows, std::
     }
 }
 
+//! The greedy transposable N:M pattern of one M x M block of scores (row-major), with the
+//! rules of sparse::warp_transposable_greedy (largest score first, ties to the lower position,
+//! completed by augmenting paths found breadth-first, lowest indices first). kept[r * M + c].
+template <int N, int M>
+std::vector<std::uint8_t> transposable_greedy_block(const float* score) {
+  std::vector<std::uint8_t> kept(M * M, 0);
+  int row[M] = {}, col[M] = {};
+  for (int pick = 0; pick < N * M; ++pick) {
+    int best = -1;
+    for (int flat = 0; flat < M * M; ++flat)
+      if (!kept[flat] && row[flat / M] < N && col[flat % M] < N && (best < 0 || score[flat] > score[best])) best = flat;
+    if (best < 0) break;
+    kept[best] = 1;
+    ++row[best / M], ++col[best % M];
+  }
+  for (;;) {
+    int start = -1;
+    for (int r = 0; r < M && start < 0; ++r)
+      if (row[r] < N) start = r;
+    if (start < 0) break;
+    std::vector<bool> short_col(M), visited_row(M), visited_col(M);
+    for (int c = 0; c < M; ++c) short_col[c] = col[c] < N;
+    std::vector<int> parent_of_col(M, -1), parent_of_row(M, -1), frontier = {start};
+    visited_row[start] = true;
+    int end = -1;
+    while (!frontier.empty() && end < 0) {
+      std::vector<int> new_cols;
+      for (int c = 0; c < M; ++c) {
+        if (visited_col[c]) continue;
+        for (int r : frontier)  // frontier is ascending: the first hit is the lowest row
+          if (!kept[r * M + c] && (parent_of_col[c] < 0 || r < parent_of_col[c])) parent_of_col[c] = r;
+        if (parent_of_col[c] >= 0) new_cols.push_back(c);
+      }
+      for (int c : new_cols) visited_col[c] = true;
+      for (int c : new_cols)
+        if (short_col[c]) {
+          end = c;
+          break;
+        }
+      if (end >= 0) break;
+      std::vector<int> new_rows;
+      for (int r = 0; r < M; ++r) {
+        if (visited_row[r]) continue;
+        for (int c : new_cols)
+          if (kept[r * M + c] && (parent_of_row[r] < 0 || c < parent_of_row[r])) parent_of_row[r] = c;
+        if (parent_of_row[r] >= 0) new_rows.push_back(r);
+      }
+      for (int r : new_rows) visited_row[r] = true;
+      frontier = new_rows;
+    }
+    if (end < 0) break;
+    for (int c = end;;) {
+      const int r = parent_of_col[c];
+      kept[r * M + c] ^= 1;
+      if (r == start) break;
+      const int c2 = parent_of_row[r];
+      kept[r * M + c2] ^= 1;
+      c = c2;
+    }
+    ++row[start], ++col[end];
+  }
+  return kept;
+}
+
+//! The largest sum of scores any transposable N:M pattern of one M x M block can keep: a
+//! min-cost flow (source -> row, capacity N; row -> column, capacity 1, cost -score; column ->
+//! sink, capacity N), by successive shortest paths. For measuring the greedy.
+inline double transposable_optimum(const float* score, int n, int m) {
+  const int nodes = 2 * m + 2, source = 2 * m, sink = 2 * m + 1;
+  struct edge {
+    int to, rev, cap;
+    double cost;
+  };
+  std::vector<std::vector<edge>> graph(static_cast<std::size_t>(nodes));
+  auto add = [&](int a, int b, int cap, double cost) {
+    graph[a].push_back({b, int(graph[b].size()), cap, cost});
+    graph[b].push_back({a, int(graph[a].size()) - 1, 0, -cost});
+  };
+  for (int r = 0; r < m; ++r) add(source, r, n, 0.0);
+  for (int c = 0; c < m; ++c) add(m + c, sink, n, 0.0);
+  for (int r = 0; r < m; ++r)
+    for (int c = 0; c < m; ++c) add(r, m + c, 1, -double(score[r * m + c]));
+  double total = 0.0;
+  for (int flow = 0; flow < n * m; ++flow) {
+    std::vector<double> dist(static_cast<std::size_t>(nodes), std::numeric_limits<double>::infinity());
+    std::vector<int> prev_node(static_cast<std::size_t>(nodes), -1), prev_edge(static_cast<std::size_t>(nodes), -1);
+    dist[source] = 0.0;
+    for (int round = 0; round < nodes; ++round) {  // Bellman-Ford: the residual costs can be negative
+      bool changed = false;
+      for (int a = 0; a < nodes; ++a) {
+        if (dist[a] == std::numeric_limits<double>::infinity()) continue;
+        for (int i = 0; i < int(graph[a].size()); ++i) {
+          const edge& e = graph[a][i];
+          if (e.cap > 0 && dist[a] + e.cost < dist[e.to] - 1e-12) {
+            dist[e.to] = dist[a] + e.cost;
+            prev_node[e.to] = a;
+            prev_edge[e.to] = i;
+            changed = true;
+          }
+        }
+      }
+      if (!changed) break;
+    }
+    if (prev_node[sink] < 0) break;
+    for (int v = sink; v != source; v = prev_node[v]) {
+      edge& e = graph[prev_node[v]][prev_edge[v]];
+      --e.cap;
+      ++graph[v][e.rev].cap;
+    }
+    total -= dist[sink];
+  }
+  return total;
+}
+
+//! The transposable N:M mask of x [rows, cols] for M = 8, 16 (sparse::nm_transposable_mask):
+//! each block by transposable_greedy_block, positions outside the matrix scoring -1, NaN blocks
+//! zero.
+template <int N, int M, class T>
+void nm_transposable_mask_greedy(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, std::uint8_t* mask,
+                                 std::int64_t ld_mask, sparse::nm_report& report) {
+  for (std::int64_t r0 = 0; r0 < rows; r0 += M)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += M) {
+      float score[M * M];
+      bool nan = false;
+      for (int i = 0; i < M * M; ++i) {
+        const std::int64_t r = r0 + i / M, c = c0 + i % M;
+        const bool real = r < rows && c < cols;
+        const float v = real ? to_float(x[r * ld + c]) : 0.0f;
+        score[i] = real ? std::fabs(v) : -1.0f;
+        if (real && std::isnan(v)) {
+          nan = true;
+          detail::note(report.nan_count, report.first_nan, r * cols + c);
+        }
+      }
+      const auto kept = nan ? std::vector<std::uint8_t>(M * M, 0) : transposable_greedy_block<N, M>(score);
+      for (int i = 0; i < M * M; ++i) {
+        const std::int64_t r = r0 + i / M, c = c0 + i % M;
+        if (r < rows && c < cols) mask[r * ld_mask + c] = kept[std::size_t(i)];
+      }
+    }
+}
+
 // ---- SR-STE -----------------------------------------------------------------------------------
 
 //! One SR-STE step (sparse/srste.cuh) on host arrays, in the same operations: the mask of the

@@ -93,17 +93,19 @@ status nm_mask(const T* x, std::int64_t ld, std::uint8_t* mask, std::int64_t ld_
                 score == nm_score::magnitude, mask, ld_mask, vector_mask, report);
 }
 
-//! A transposable N:4 mask of x [rows, cols]: every 4 x 4 block keeps N in each row and each
-//! column (W and W^T both N:4), the pattern with the largest sum of |x| among all valid ones
-//! (select_block4: ties to the first in its order). At the edges (rows or cols not multiples of
-//! 4) positions outside the matrix count below any real element, yet the block structure can
+//! A transposable N:M mask of x [rows, cols]: every M x M block keeps N in each row and each
+//! column (W and W^T both N:M). M = 4: the pattern with the largest sum of |x| among all valid
+//! ones (select_block4: ties to the first in its order). M = 8, 16: the greedy of
+//! warp_transposable_greedy (largest |x| first, completed by augmenting paths; its quality against
+//! the exact optimum is measured in docs/sparse.md). At the edges (rows or cols not multiples of
+//! M) positions outside the matrix count below any real element, yet the block structure can
 //! still leave an edge row or column fewer than N real kept positions. A NaN is reported and its
-//! block left all zero. M must be 4 here (2:4, 1:4, 3:4).
+//! block left all zero.
 template <class Pattern, class T>
 status nm_transposable_mask(const T* x, std::int64_t ld, std::uint8_t* mask, std::int64_t ld_mask, nm_report* report, std::int64_t rows,
                             std::int64_t cols, cudaStream_t stream = nullptr) {
   static_assert(is_nm_v<Pattern>, "frugal::sparse::nm_transposable_mask: Pattern must be frugal::sparse::nm<N, M>");
-  static_assert(Pattern::m == 4, "frugal::sparse::nm_transposable_mask: M must be 4 (every 4 x 4 pattern is tried)");
+
   static_assert(is_io_float_v<T>, "frugal::sparse::nm_transposable_mask: x must be float, __half or __nv_bfloat16");
   if (rows < 0 || cols < 0) return status::invalid("frugal::sparse::nm_transposable_mask: rows and cols must be >= 0");
   FRUGAL_TRY(detail::check_matrix(x, ld, rows, cols, "frugal::sparse::nm_transposable_mask: x is null",
@@ -112,9 +114,16 @@ status nm_transposable_mask(const T* x, std::int64_t ld, std::uint8_t* mask, std
                                   "frugal::sparse::nm_transposable_mask: ld_mask must be >= cols"));
   FRUGAL_TRY(detail::reset_report(report, stream));
   dim3 grid;
-  FRUGAL_TRY(detail::launch_units(detail::block4_units((rows + 3) / 4, (cols + 3) / 4), grid));
-  return launch(detail::nm_transposable_mask4_kernel<Pattern::n, T>, launch_config{grid, dim3(detail::nm_threads), 0, stream},
-                detail::nm_source<T>{x, ld, rows, cols, false}, mask, ld_mask, report);
+  constexpr int M = Pattern::m;
+  if constexpr (M == 4) {
+    FRUGAL_TRY(detail::launch_units(detail::block4_units((rows + 3) / 4, (cols + 3) / 4), grid));
+    return launch(detail::nm_transposable_mask4_kernel<Pattern::n, T>, launch_config{grid, dim3(detail::nm_threads), 0, stream},
+                  detail::nm_source<T>{x, ld, rows, cols, false}, mask, ld_mask, report);
+  } else {
+    FRUGAL_TRY(detail::launch_units(((rows + M - 1) / M) * ((cols + M - 1) / M), grid));
+    return launch(detail::nm_transposable_mask_greedy_kernel<Pattern::n, M, T>, launch_config{grid, dim3(detail::nm_threads), 0, stream},
+                  detail::nm_source<T>{x, ld, rows, cols, false}, mask, ld_mask, report);
+  }
 }
 
 namespace detail {

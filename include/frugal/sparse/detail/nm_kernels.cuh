@@ -248,4 +248,39 @@ __global__ void __launch_bounds__(nm_threads)
   }
 }
 
+// M = 8, 16: a warp owns an M x M block (lane l: entries l E .. l E + E - 1 row-major) and runs
+// the greedy with completion. Positions outside the matrix score -1.
+template <int N, int M, class T>
+__global__ void __launch_bounds__(nm_threads)
+    nm_transposable_mask_greedy_kernel(nm_source<T> x, std::uint8_t* mask, std::int64_t ld_mask, nm_report* report) {
+  constexpr int E = M * M / 32;
+  const std::int64_t block_rows = (x.rows + M - 1) / M, block_cols = (x.cols + M - 1) / M;
+  const int lane = int(lane_index());
+  for (std::int64_t unit = warp_unit(); unit < block_rows * block_cols; unit += warp_units_in_grid()) {
+    const std::int64_t r0 = unit / block_cols * M, c0 = unit % block_cols * M;
+    float score[E];
+    bool nan = false;
+    FRUGAL_UNROLL
+    for (int e = 0; e < E; ++e) {
+      const int flat = lane * E + e;
+      const std::int64_t r = r0 + flat / M, c = c0 + flat % M;
+      const bool real = r < x.rows && c < x.cols;
+      const float v = real ? to_float(x.data[r * x.ld + c]) : 0.0f;
+      score[e] = real ? fabsf(v) : -1.0f;
+      if (real && v != v) {
+        nan = true;
+        report_problem(&report->nan_count, &report->first_nan, r * x.cols + c);
+      }
+    }
+    const bool any_nan = warp_any(nan);
+    const unsigned taken = any_nan ? 0u : warp_transposable_greedy<N, M>(score);
+    FRUGAL_UNROLL
+    for (int e = 0; e < E; ++e) {
+      const int flat = lane * E + e;
+      const std::int64_t r = r0 + flat / M, c = c0 + flat % M;
+      if (r < x.rows && c < x.cols) mask[r * ld_mask + c] = std::uint8_t((taken >> e) & 1u);
+    }
+  }
+}
+
 }  // namespace frugal::sparse::detail

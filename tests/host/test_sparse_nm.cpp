@@ -108,7 +108,7 @@ TEST_CASE("sparse format: the CUTLASS metadata reordering is a bijection") {
       std::set<std::int64_t> offsets;
       for (std::int64_t r = 0; r < rows; ++r)
         for (std::int64_t c = 0; c < cols; ++c) {
-          const auto o = frugal::reference::cutlass_meta_offset(r, c, rows);
+          const auto o = frugal::sparse::cutlass_meta_offset(r, c, rows);
           REQUIRE(o >= 0);
           REQUIRE(o < rows * cols);
           REQUIRE(offsets.insert(o).second);

@@ -371,3 +371,27 @@ TEST_CASE("sparse: transposable N:8 and N:16 masks (warp greedy with completion)
     run(std::integral_constant<int, 8>{}, std::integral_constant<int, 16>{});
   }
 }
+
+TEST_CASE("sparse: 2:4 indices to CUTLASS / PyTorch metadata and back on the device, equal to the reference") {
+  FRUGAL_SEEDED_RNG(rng, 1500);
+  const std::int64_t rows = 64, k = 96, ldi = 4;
+  const auto w = make_matrix<__nv_bfloat16>(rng, rows, k, fill::random);
+  std::vector<__nv_bfloat16> values(std::size_t(rows * k / 2));
+  std::vector<std::uint32_t> indices(std::size_t(rows * ldi), 0u);
+  std::vector<std::uint8_t> mask(std::size_t(rows * k));
+  nm_report report;
+  frugal::reference::nm_prune<nm<2, 4>>(w.data(), k, rows, k, values.data(), k / 2, indices.data(), ldi, mask.data(), k, report);
+  std::vector<std::int16_t> want(std::size_t(rows * k / 16));
+  frugal::reference::nm24_to_cutlass_meta(indices.data(), ldi, rows, k, want.data());
+  device_buffer<std::uint32_t> d_indices(indices), d_back(std::size_t(rows * ldi));
+  device_buffer<std::int16_t> d_meta(std::size_t(rows * k / 16));
+  FRUGAL_REQUIRE_OK(frugal::sparse::nm24_to_cutlass_meta(d_indices.data(), ldi, d_meta.data(), rows, k));
+  d_back.fill_bytes(0);
+  FRUGAL_REQUIRE_OK(frugal::sparse::nm24_from_cutlass_meta(d_meta.data(), d_back.data(), ldi, rows, k));
+  frugal::test::synchronize();
+  CHECK(d_meta.download() == want);
+  const auto back = d_back.download();
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t i = 0; i < k / 32; ++i) REQUIRE(back[std::size_t(r * ldi + i)] == indices[std::size_t(r * ldi + i)]);
+  CHECK(!frugal::sparse::nm24_to_cutlass_meta(d_indices.data(), ldi, d_meta.data(), 48, k).ok());
+}

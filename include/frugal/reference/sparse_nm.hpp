@@ -470,25 +470,13 @@ unsigned long long srste_step_transposable4(float* w, const G* grad, float* stat
 
 // ---- CUTLASS / PyTorch reordered 2:4 metadata -----------------------------------------------------
 
-//! Where metadata element (r, c) of a [rows, K / 16] int16 matrix (element (r, c) = the four 2:4
-//! nibbles of row r, columns 16c .. 16c + 15, chunk 0 in the low bits: canonical 2:4 indices
-//! viewed as 16-bit words) goes in CUTLASS's reordered layout (host_reorder.h's reorder_meta:
-//! rows interleaved in groups of 32, 2 x 2 blocks swapped, then ColumnMajorInterleaved<2>), as
-//! PyTorch's semi-structured tensors store it. rows a multiple of 32, K a multiple of 32.
-inline std::int64_t cutlass_meta_offset(std::int64_t r, std::int64_t c, std::int64_t rows) {
-  std::int64_t dr = r / 32 * 32 + (r % 8) * 4 + (r % 32) / 8, dc = c;
-  if (dr % 2 == 0 && dc % 2 == 1) ++dr, --dc;       // the 2 x 2 blocks: top right <-> bottom left
-  else if (dr % 2 == 1 && dc % 2 == 0) --dr, ++dc;
-  return (dc / 2) * rows * 2 + dr * 2 + dc % 2;     // column-major, columns interleaved by 2
-}
-
 //! Canonical 2:4 indices [rows, ld_indices words] -> the reordered int16 metadata [rows, K / 16].
 inline void nm24_to_cutlass_meta(const std::uint32_t* indices, std::int64_t ld_indices, std::int64_t rows, std::int64_t k,
                                  std::int16_t* meta) {
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t c = 0; c < k / 16; ++c) {
       const std::uint32_t word = indices[r * ld_indices + c / 2];
-      meta[cutlass_meta_offset(r, c, rows)] = std::int16_t(std::uint16_t(word >> (16 * (c % 2))));
+      meta[sparse::cutlass_meta_offset(r, c, rows)] = std::int16_t(std::uint16_t(word >> (16 * (c % 2))));
     }
 }
 
@@ -498,7 +486,7 @@ inline void nm24_from_cutlass_meta(const std::int16_t* meta, std::int64_t rows, 
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t w = 0; w < (k + 31) / 32; ++w) indices[r * ld_indices + w] = 0u;
     for (std::int64_t c = 0; c < k / 16; ++c)
-      indices[r * ld_indices + c / 2] |= std::uint32_t(std::uint16_t(meta[cutlass_meta_offset(r, c, rows)])) << (16 * (c % 2));
+      indices[r * ld_indices + c / 2] |= std::uint32_t(std::uint16_t(meta[sparse::cutlass_meta_offset(r, c, rows)])) << (16 * (c % 2));
   }
 }
 

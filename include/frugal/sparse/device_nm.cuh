@@ -206,4 +206,37 @@ status nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32
                 ld_values, indices, ld_indices, rows, k, dense, ld, report);
 }
 
+namespace detail {
+inline status check_nm24_meta(const void* indices, std::int64_t ld_indices, const void* meta, std::int64_t rows, std::int64_t k) {
+  if (rows < 0 || k < 0 || rows % 32 != 0 || k % 32 != 0)
+    return status::invalid("frugal::sparse::nm24 metadata: rows and K must be multiples of 32 (CUTLASS's reordering)");
+  if (rows > 0 && k > 0 && (!indices || !meta)) return status::invalid("frugal::sparse::nm24 metadata: a pointer is null");
+  if (rows > 0 && ld_indices < k / 32) return status::invalid("frugal::sparse::nm24 metadata: ld_indices must be >= K / 32");
+  if (!is_aligned(indices, 4) || !is_aligned(meta, 2)) return status::misaligned("frugal::sparse::nm24 metadata: misaligned pointer");
+  return status{};
+}
+}  // namespace detail
+
+//! Canonical 2:4 indices [rows, ld_indices words] -> the reordered int16 metadata [rows, K / 16]
+//! of CUTLASS's sparse GEMMs and PyTorch's semi-structured tensors (cutlass_meta_offset), so
+//! weights compressed by frugal run in them; values need no conversion (both keep the two values
+//! of each chunk in ascending position). rows and K multiples of 32 (PyTorch also needs K % 64
+//! for 16-bit values). Checked against PyTorch's own conversion (tests/data).
+inline status nm24_to_cutlass_meta(const std::uint32_t* indices, std::int64_t ld_indices, std::int16_t* meta, std::int64_t rows,
+                                   std::int64_t k, cudaStream_t stream = nullptr) {
+  FRUGAL_TRY(detail::check_nm24_meta(indices, ld_indices, meta, rows, k));
+  const std::int64_t n = rows * (k / 32);
+  return launch(detail::nm24_meta_kernel<true>, launch_config{dim3(unsigned((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096)), dim3(256), 0, stream},
+                const_cast<std::uint32_t*>(indices), ld_indices, meta, rows, k);
+}
+
+//! The reordered int16 metadata [rows, K / 16] (CUTLASS, PyTorch) -> canonical 2:4 indices.
+inline status nm24_from_cutlass_meta(const std::int16_t* meta, std::uint32_t* indices, std::int64_t ld_indices, std::int64_t rows,
+                                     std::int64_t k, cudaStream_t stream = nullptr) {
+  FRUGAL_TRY(detail::check_nm24_meta(indices, ld_indices, meta, rows, k));
+  const std::int64_t n = rows * (k / 32);
+  return launch(detail::nm24_meta_kernel<false>, launch_config{dim3(unsigned((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096)), dim3(256), 0, stream},
+                indices, ld_indices, const_cast<std::int16_t*>(meta), rows, k);
+}
+
 }  // namespace frugal::sparse

@@ -120,6 +120,18 @@ FRUGAL_HOST_DEVICE unsigned fill_window(unsigned nonzero) {
   return kept;
 }
 
+//! Where metadata element (r, c) of a [rows, K / 16] int16 matrix (element (r, c) = the four 2:4
+//! nibbles of row r, columns 16c .. 16c + 15, chunk 0 in the low bits: canonical 2:4 indices
+//! viewed as 16-bit words) goes in CUTLASS's reordered layout (host_reorder.h's reorder_meta:
+//! rows interleaved in groups of 32, 2 x 2 blocks swapped, then ColumnMajorInterleaved<2>), as
+//! PyTorch's semi-structured tensors store it. rows a multiple of 32, K a multiple of 32.
+FRUGAL_HOST_DEVICE std::int64_t cutlass_meta_offset(std::int64_t r, std::int64_t c, std::int64_t rows) {
+  std::int64_t dr = r / 32 * 32 + (r % 8) * 4 + (r % 32) / 8, dc = c;
+  if (dr % 2 == 0 && dc % 2 == 1) ++dr, --dc;  // the 2 x 2 blocks: top right <-> bottom left
+  else if (dr % 2 == 1 && dc % 2 == 0) --dr, ++dc;
+  return (dc / 2) * rows * 2 + dr * 2 + dc % 2;  // column-major, columns interleaved by 2
+}
+
 //! Puts `value` at the front of a register queue (the rest move back one, the last falls off)
 //! when `push`. Every index is a compile-time constant, so the queue stays in registers (a
 //! select on "i == runtime position" would let the compiler index the array at run time, in

@@ -283,4 +283,23 @@ __global__ void __launch_bounds__(nm_threads)
   }
 }
 
+// Canonical 2:4 indices <-> CUTLASS / PyTorch reordered int16 metadata: a permutation of 16-bit
+// words; one thread per 32-bit index word (metadata columns 2w and 2w + 1, its two halves).
+template <bool ToCutlass>
+__global__ void nm24_meta_kernel(std::uint32_t* indices, std::int64_t ld_indices, std::int16_t* meta, std::int64_t rows, std::int64_t k) {
+  const std::int64_t words = k / 32;
+  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * words; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t r = i / words, w = i % words;
+    std::int16_t& low = meta[cutlass_meta_offset(r, 2 * w, rows)];
+    std::int16_t& high = meta[cutlass_meta_offset(r, 2 * w + 1, rows)];
+    if constexpr (ToCutlass) {
+      const std::uint32_t word = indices[r * ld_indices + w];
+      low = std::int16_t(std::uint16_t(word));
+      high = std::int16_t(std::uint16_t(word >> 16));
+    } else {
+      indices[r * ld_indices + w] = std::uint32_t(std::uint16_t(low)) | std::uint32_t(std::uint16_t(high)) << 16;
+    }
+  }
+}
+
 }  // namespace frugal::sparse::detail

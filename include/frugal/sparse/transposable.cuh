@@ -7,6 +7,7 @@
 
 #include <frugal/config.cuh>
 
+#include <cmath>
 #include <cstdint>
 
 namespace frugal::sparse {

@@ -141,14 +141,14 @@ TEST_CASE("srste: a NaN gradient makes a NaN weight, reported with its position;
   CHECK(!frugal::sparse::srste_step<nm<2, 4>>(b, rows, k, bad).ok());
 }
 
-TEST_CASE("srste: transposable 2:4 (and 1:4), W and W^T compressed, bit for bit against the reference over 3 steps") {
-  auto run = [](auto n_tag, auto optimizer, std::int64_t rows, std::int64_t k, unsigned long long seed) {
-    constexpr int N = decltype(n_tag)::value;
-    using P = nm<N, 4>;
+TEST_CASE("srste: transposable 2:4, 1:4, 2:8, 4:16; W and W^T compressed, bit for bit against the reference over 3 steps") {
+  auto run = [](auto n_tag, auto m_tag, auto optimizer, std::int64_t rows, std::int64_t k, unsigned long long seed) {
+    constexpr int N = decltype(n_tag)::value, M = decltype(m_tag)::value;
+    using P = nm<N, M>;
     using Optimizer = decltype(optimizer);
     constexpr bool adam = std::is_same_v<Optimizer, frugal::sparse::adamw>;
     FRUGAL_SEEDED_RNG(rng, seed);
-    INFO("N " << N << " rows " << rows << " k " << k << (adam ? " adamw" : " sgd"));
+    INFO(N << ":" << M << " rows " << rows << " k " << k << (adam ? " adamw" : " sgd"));
     const std::int64_t ld = k + 1, ldv = P::values_per_row(k), ldi = P::index_words_per_row(k);
     const std::int64_t ldvt = P::values_per_row(rows), ldit = P::index_words_per_row(rows);
     std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -187,9 +187,15 @@ TEST_CASE("srste: transposable 2:4 (and 1:4), W and W^T compressed, bit for bit 
       FRUGAL_REQUIRE_OK((frugal::sparse::srste_step_transposable<P>(b, rows, k, opt, params)));
       frugal::test::synchronize();
       nm_report want_report;
-      const auto want_flips = frugal::reference::srste_step_transposable4<N>(
-          w.data(), g.data(), s0.data(), adam ? s1.data() : nullptr, ld, rows, k, values.data(), ldv, indices.data(), ldi, values_t.data(),
-          ldvt, indices_t.data(), ldit, opt, params, want_report);
+      unsigned long long want_flips;
+      if constexpr (M == 4)
+        want_flips = frugal::reference::srste_step_transposable4<N>(w.data(), g.data(), s0.data(), adam ? s1.data() : nullptr, ld, rows, k,
+                                                                    values.data(), ldv, indices.data(), ldi, values_t.data(), ldvt,
+                                                                    indices_t.data(), ldit, opt, params, want_report);
+      else
+        want_flips = frugal::reference::srste_step_transposable_greedy<N, M>(
+            w.data(), g.data(), s0.data(), adam ? s1.data() : nullptr, ld, rows, k, values.data(), ldv, indices.data(), ldi, values_t.data(),
+            ldvt, indices_t.data(), ldit, opt, params, want_report);
       INFO("step " << step);
       REQUIRE(d_report.download()[0].ok());
       CHECK(d_flips.download()[0] == want_flips);
@@ -207,14 +213,17 @@ TEST_CASE("srste: transposable 2:4 (and 1:4), W and W^T compressed, bit for bit 
       frugal::reference::nm_decompress<P>(values_t.data(), ldvt, indices_t.data(), ldit, k, rows, dense_t.data(), rows, ignored);
       for (std::int64_t r = 0; r < rows; ++r)
         for (std::int64_t c = 0; c < k; ++c) REQUIRE(dense[std::size_t(r * k + c)] == dense_t[std::size_t(c * rows + r)]);
-      if (step > 1) MESSAGE("transposable N = " << N << " step " << step << ": " << want_flips << " of " << rows * k << " positions flipped");
+      if (step > 1) MESSAGE("transposable " << N << ":" << M << " step " << step << ": " << want_flips << " of " << rows * k << " positions flipped");
     }
   };
   frugal::sparse::sgd_momentum sgd;
   sgd.lr = 0.05f;
   frugal::sparse::adamw adam;
   adam.lr = 0.01f;
-  run(std::integral_constant<int, 2>{}, sgd, 36, 68, 21);
-  run(std::integral_constant<int, 2>{}, adam, 33, 70, 22);  // edge blocks
-  run(std::integral_constant<int, 1>{}, sgd, 16, 40, 23);
+  using four = std::integral_constant<int, 4>;
+  run(std::integral_constant<int, 2>{}, four{}, sgd, 36, 68, 21);
+  run(std::integral_constant<int, 2>{}, four{}, adam, 33, 70, 22);  // edge blocks
+  run(std::integral_constant<int, 1>{}, four{}, sgd, 16, 40, 23);
+  run(std::integral_constant<int, 2>{}, std::integral_constant<int, 8>{}, sgd, 40, 61, 24);
+  run(std::integral_constant<int, 4>{}, std::integral_constant<int, 16>{}, adam, 35, 48, 25);
 }

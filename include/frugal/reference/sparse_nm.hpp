@@ -468,6 +468,88 @@ unsigned long long srste_step_transposable4(float* w, const G* grad, float* stat
   return flips;
 }
 
+//! The transposable SR-STE step for N:8 and N:16 (sparse::srste_step_transposable): each M x M
+//! block's pattern by transposable_greedy_block before and after the update. Returns the flips.
+template <int N, int M, class Optimizer, class G, class TV>
+unsigned long long srste_step_transposable_greedy(float* w, const G* grad, float* state0, float* state1, std::int64_t ld, std::int64_t rows,
+                                                  std::int64_t k, TV* values, std::int64_t ld_values, std::uint32_t* indices,
+                                                  std::int64_t ld_indices, TV* values_t, std::int64_t ld_values_t, std::uint32_t* indices_t,
+                                                  std::int64_t ld_indices_t, const Optimizer& optimizer, const sparse::srste_params& params,
+                                                  sparse::nm_report& report) {
+  using P = sparse::nm<N, M>;
+  const sparse::optimizer_constants constants = sparse::constants_of(optimizer);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t i = 0; i < P::index_words_per_row(k); ++i) indices[r * ld_indices + i] = 0u;
+  for (std::int64_t c = 0; c < k; ++c)
+    for (std::int64_t i = 0; i < P::index_words_per_row(rows); ++i) indices_t[c * ld_indices_t + i] = 0u;
+  unsigned long long flips = 0;
+  auto write = [&](unsigned kept, unsigned real, const float (&window)[M], TV* row_values, std::uint32_t* row_words, std::int64_t index) {
+    float kept_value[N];
+    sparse::kept_values<N, M>(kept, real, window, kept_value);
+    int positions[N];
+    sparse::kept_positions<N, M>(kept, positions);
+    for (int j = 0; j < N; ++j) {
+      row_values[index * N + j] = from_float<TV>(kept_value[j]);
+      sparse::set_packed_index<P>(row_words, index * N + j, unsigned(positions[j]));
+    }
+  };
+  for (std::int64_t r0 = 0; r0 < rows; r0 += M)
+    for (std::int64_t c0 = 0; c0 < k; c0 += M) {
+      float x[M * M], score[M * M], s0[M * M], s1[M * M], g[M * M];
+      bool real[M * M];
+      bool nan = false;
+      for (int i = 0; i < M * M; ++i) {
+        const std::int64_t r = r0 + i / M, c = c0 + i % M;
+        real[i] = r < rows && c < k;
+        x[i] = real[i] ? w[r * ld + c] : 0.0f;
+        g[i] = real[i] ? to_float(grad[r * ld + c]) : 0.0f;
+        s0[i] = real[i] ? state0[r * ld + c] : 0.0f;
+        s1[i] = real[i] && state1 ? state1[r * ld + c] : 0.0f;
+        score[i] = real[i] ? std::fabs(x[i]) : -1.0f;
+        if (real[i] && std::isnan(x[i])) {
+          nan = true;
+          detail::note(report.nan_count, report.first_nan, r * k + c);
+        }
+      }
+      const auto before = nan ? std::vector<std::uint8_t>(M * M, 0) : transposable_greedy_block<N, M>(score);
+      nan = false;
+      for (int i = 0; i < M * M; ++i) {
+        sparse::optimizer_update(optimizer, constants, sparse::srste_gradient(g[i], x[i], before[std::size_t(i)] != 0, params), x[i], s0[i],
+                                 s1[i]);
+        score[i] = real[i] ? std::fabs(x[i]) : -1.0f;
+        if (real[i] && std::isnan(x[i])) {
+          nan = true;
+          detail::note(report.nan_count, report.first_nan, (r0 + i / M) * k + c0 + i % M);
+        }
+      }
+      const auto after = nan ? std::vector<std::uint8_t>(M * M, 0) : transposable_greedy_block<N, M>(score);
+      for (int i = 0; i < M * M; ++i) {
+        if (!real[i]) continue;
+        flips += before[std::size_t(i)] != after[std::size_t(i)];
+        const std::int64_t at = (r0 + i / M) * ld + c0 + i % M;
+        w[at] = x[i];
+        state0[at] = s0[i];
+        if (state1) state1[at] = s1[i];
+      }
+      for (int h = 0; h < M; ++h) {
+        unsigned row_kept = 0, row_real = 0, col_kept = 0, col_real = 0;
+        float row_window[M], col_window[M];
+        for (int i = 0; i < M; ++i) {
+          row_kept |= unsigned(after[std::size_t(h * M + i)]) << i;
+          row_real |= unsigned(after[std::size_t(h * M + i)] && real[h * M + i]) << i;
+          col_kept |= unsigned(after[std::size_t(i * M + h)]) << i;
+          col_real |= unsigned(after[std::size_t(i * M + h)] && real[i * M + h]) << i;
+          row_window[i] = x[h * M + i];
+          col_window[i] = x[i * M + h];
+        }
+        if (nan) row_kept = col_kept = (1u << N) - 1u, row_real = col_real = 0;
+        if (r0 + h < rows) write(row_kept, row_real, row_window, values + (r0 + h) * ld_values, indices + (r0 + h) * ld_indices, c0 / M);
+        if (c0 + h < k) write(col_kept, col_real, col_window, values_t + (c0 + h) * ld_values_t, indices_t + (c0 + h) * ld_indices_t, r0 / M);
+      }
+    }
+  return flips;
+}
+
 // ---- CUTLASS / PyTorch reordered 2:4 metadata -----------------------------------------------------
 
 //! Canonical 2:4 indices [rows, ld_indices words] -> the reordered int16 metadata [rows, K / 16].

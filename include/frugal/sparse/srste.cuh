@@ -100,15 +100,15 @@ status srste_step(const srste_buffers<G, TV>& b, std::int64_t rows, std::int64_t
                 constants_of(optimizer), params);
 }
 
-//! One SR-STE step under a transposable N:4 mask (nm<N, 4>): every 4 x 4 block of W keeps N per
-//! row and per column (nm_transposable_mask's pattern, before and after the update), and the step
-//! writes both W compressed (windows along K: values / indices) and W^T [K, rows] compressed
-//! (windows down W's columns: values_t / indices_t), the operand of the backward dX = dY W.
+//! One SR-STE step under a transposable N:M mask: every M x M block of W keeps N per row and per
+//! column (nm_transposable_mask's pattern, before and after the update: every pattern tried for
+//! M = 4, the warp greedy for M = 8, 16), and the step writes both W compressed (windows along K:
+//! values / indices) and W^T [K, rows] compressed (windows down W's columns: values_t /
+//! indices_t), the operand of the backward dX = dY W.
 template <class Pattern, class Optimizer, class G, class TV>
 status srste_step_transposable(const srste_buffers<G, TV>& b, std::int64_t rows, std::int64_t k, const Optimizer& optimizer,
                                const srste_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(is_nm_v<Pattern>, "frugal::sparse::srste_step_transposable: Pattern must be frugal::sparse::nm<N, M>");
-  static_assert(Pattern::m == 4, "frugal::sparse::srste_step_transposable: M must be 4 (transposable N:4 blocks)");
   FRUGAL_TRY(detail::check_srste<Pattern>(b, rows, k, optimizer, params));
   FRUGAL_TRY(detail::check_matrix(b.values_t, b.ld_values_t, k, Pattern::values_per_row(rows),
                                   "frugal::sparse::srste_step_transposable: values_t is null",
@@ -127,11 +127,19 @@ status srste_step_transposable(const srste_buffers<G, TV>& b, std::int64_t rows,
   FRUGAL_TRY(zero(b.indices, b.ld_indices, rows, Pattern::index_words_per_row(k)));
   FRUGAL_TRY(zero(b.indices_t, b.ld_indices_t, k, Pattern::index_words_per_row(rows)));
   dim3 grid;
-  FRUGAL_TRY(detail::launch_units(detail::block4_units((rows + 3) / 4, (k + 3) / 4), grid));
+  constexpr int M = Pattern::m;
   const detail::srste_problem<G, TV> p{b.weight,  b.grad,       b.state0, b.state1, b.ld, b.values, b.ld_values,
                                        b.indices, b.ld_indices, b.flips,  b.report,  rows, k,        false};
-  return launch(detail::srste_transposable4_kernel<Pattern::n, Optimizer, G, TV>, launch_config{grid, dim3(detail::nm_threads), 0, stream},
-                p, b.values_t, b.ld_values_t, b.indices_t, b.ld_indices_t, optimizer, constants_of(optimizer), params);
+  if constexpr (M == 4) {
+    FRUGAL_TRY(detail::launch_units(detail::block4_units((rows + 3) / 4, (k + 3) / 4), grid));
+    return launch(detail::srste_transposable4_kernel<Pattern::n, Optimizer, G, TV>, launch_config{grid, dim3(detail::nm_threads), 0, stream},
+                  p, b.values_t, b.ld_values_t, b.indices_t, b.ld_indices_t, optimizer, constants_of(optimizer), params);
+  } else {
+    FRUGAL_TRY(detail::launch_units(((rows + M - 1) / M) * ((k + M - 1) / M), grid));
+    return launch(detail::srste_transposable_greedy_kernel<Pattern::n, M, Optimizer, G, TV>,
+                  launch_config{grid, dim3(detail::nm_threads), 0, stream}, p, b.values_t, b.ld_values_t, b.indices_t, b.ld_indices_t,
+                  optimizer, constants_of(optimizer), params);
+  }
 }
 
 }  // namespace frugal::sparse

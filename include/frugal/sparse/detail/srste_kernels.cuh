@@ -112,14 +112,16 @@ __global__ void __launch_bounds__(nm_threads)
   }
 }
 
-// Sets `count` bits at bit `offset` of a row's packed words (atomically: several threads fill
-// one word). The words must have been zeroed.
+// Sets `count` (<= 64) bits at bit `offset` of a row's packed words (atomically: several
+// threads fill one word). The words must have been zeroed.
 FRUGAL_DEVICE void atomic_or_bits(std::uint32_t* row_words, std::int64_t offset, std::uint64_t bits, int count) {
-  const std::int64_t word = offset / 32;
-  const int shift = int(offset % 32);
-  const std::uint64_t placed = bits << shift;
-  if (std::uint32_t(placed)) atomicOr(row_words + word, std::uint32_t(placed));
-  if (shift + count > 32 && std::uint32_t(placed >> 32)) atomicOr(row_words + word + 1, std::uint32_t(placed >> 32));
+  for (int done = 0; done < count;) {
+    const std::int64_t at = offset + done;
+    const int shift = int(at % 32), take = 32 - shift < count - done ? 32 - shift : count - done;
+    const std::uint32_t piece = std::uint32_t((bits >> done) & ((std::uint64_t(1) << take) - 1u)) << shift;
+    if (piece) atomicOr(row_words + at / 32, piece);
+    done += take;
+  }
 }
 
 template <int Unused = 0>
@@ -145,8 +147,10 @@ FRUGAL_DEVICE void store_window4(unsigned kept, unsigned real, const float (&win
 // The transposable SR-STE step for N:4: a thread owns a 4 x 4 block (block4_of), finds the
 // block's pattern before and after the update (select_block4), and writes both W and W^T
 // compressed (index words zeroed beforehand, filled with atomic ORs).
+// (One block per SM is enough to bound the registers: the step keeps five 16-float blocks of a
+// thread in registers, and the default occupancy target would spill them.)
 template <int N, class Optimizer, class G, class TV>
-__global__ void __launch_bounds__(nm_threads)
+__global__ void __launch_bounds__(nm_threads, 1)
     srste_transposable4_kernel(srste_problem<G, TV> p, TV* values_t, std::int64_t ld_values_t, std::uint32_t* indices_t,
                                std::int64_t ld_indices_t, Optimizer opt, optimizer_constants constants, srste_params sr) {
   constexpr bool second = has_second_moment<Optimizer>;
@@ -208,6 +212,117 @@ __global__ void __launch_bounds__(nm_threads)
     }
     const unsigned warp_flips = warp_sum(flips);
     if (lane_index() == 0 && warp_flips) atomicAdd(p.flips, static_cast<unsigned long long>(warp_flips));
+  }
+}
+
+// The transposable SR-STE step for N:8 and N:16: a warp owns an M x M block (lane l: entries
+// l E .. l E + E - 1, row-major), runs warp_transposable_greedy before and after the update, and
+// writes W (lanes 0 .. M-1: one row each) and W^T (lanes M .. 2M-1: one column each) compressed,
+// gathering each window's kept values by shuffles.
+template <int N, int M, class Optimizer, class G, class TV>
+__global__ void __launch_bounds__(nm_threads)
+    srste_transposable_greedy_kernel(srste_problem<G, TV> p, TV* values_t, std::int64_t ld_values_t, std::uint32_t* indices_t,
+                                     std::int64_t ld_indices_t, Optimizer opt, optimizer_constants constants, srste_params sr) {
+  constexpr int E = M * M / 32, B = nm<N, M>::index_bits;
+  constexpr bool second = has_second_moment<Optimizer>;
+  const std::int64_t block_rows = (p.rows + M - 1) / M, block_cols = (p.k + M - 1) / M;
+  const int lane = int(lane_index());
+  for (std::int64_t unit = warp_unit(); unit < block_rows * block_cols; unit += warp_units_in_grid()) {
+    const std::int64_t br = unit / block_cols, bc = unit % block_cols, r0 = br * M, c0 = bc * M;
+    float w[E], g[E], s0[E], s1[E], score[E];
+    unsigned real = 0;
+    bool nan = false;
+    FRUGAL_UNROLL
+    for (int e = 0; e < E; ++e) {
+      const int flat = lane * E + e;
+      const std::int64_t r = r0 + flat / M, c = c0 + flat % M, at = r * p.ld + c;
+      const bool is_real = r < p.rows && c < p.k;
+      real |= unsigned(is_real) << e;
+      w[e] = is_real ? p.weight[at] : 0.0f;
+      g[e] = is_real ? to_float(p.grad[at]) : 0.0f;
+      s0[e] = is_real ? p.state0[at] : 0.0f;
+      s1[e] = second && is_real ? p.state1[at] : 0.0f;
+      score[e] = is_real ? fabsf(w[e]) : -1.0f;
+      if (is_real && w[e] != w[e]) {
+        nan = true;
+        report_problem(&p.report->nan_count, &p.report->first_nan, r * p.k + c);
+      }
+    }
+    const unsigned before = warp_any(nan) ? 0u : warp_transposable_greedy<N, M>(score);
+    nan = false;
+    FRUGAL_UNROLL
+    for (int e = 0; e < E; ++e) {
+      optimizer_update(opt, constants, srste_gradient(g[e], w[e], (before >> e) & 1u, sr), w[e], s0[e], s1[e]);
+      const bool is_real = (real >> e) & 1u;
+      score[e] = is_real ? fabsf(w[e]) : -1.0f;
+      if (is_real && w[e] != w[e]) {
+        nan = true;
+        const int flat = lane * E + e;
+        report_problem(&p.report->nan_count, &p.report->first_nan, (r0 + flat / M) * p.k + c0 + flat % M);
+      }
+    }
+    const bool nan_block = warp_any(nan);
+    const unsigned after = nan_block ? 0u : warp_transposable_greedy<N, M>(score);
+    const unsigned warp_flips = warp_sum(unsigned(__popc((before ^ after) & real)));
+    if (lane == 0 && warp_flips) atomicAdd(p.flips, static_cast<unsigned long long>(warp_flips));
+    FRUGAL_UNROLL
+    for (int e = 0; e < E; ++e) {
+      if (!((real >> e) & 1u)) continue;
+      const int flat = lane * E + e;
+      const std::int64_t at = (r0 + flat / M) * p.ld + c0 + flat % M;
+      p.weight[at] = w[e];
+      p.state0[at] = s0[e];
+      if constexpr (second) p.state1[at] = s1[e];
+    }
+    // Lane h < M handles row h of the block, lane M + h column h. A row's M entries sit in lanes
+    // h M / E .. + M / E - 1 (E consecutive bits each); a column's in one lane per row.
+    const bool is_row = lane < M, is_col = lane >= M && lane < 2 * M;
+    const int h = is_row ? lane : (lane - M) % M;
+    const unsigned kept_here = after & real;
+    unsigned row_kept = 0, row_real = 0, col_kept = 0, col_real = 0;
+    FRUGAL_UNROLL
+    for (int q = 0; q < M / E; ++q) {
+      const int source = h * M / E + q;
+      row_kept |= __shfl_sync(full_warp_mask, after, source) << (q * E);
+      row_real |= __shfl_sync(full_warp_mask, kept_here, source) << (q * E);
+    }
+    FRUGAL_UNROLL
+    for (int i = 0; i < M; ++i) {
+      const int flat = i * M + h, source = flat / E, element = flat % E;
+      col_kept |= ((__shfl_sync(full_warp_mask, after, source) >> element) & 1u) << i;
+      col_real |= ((__shfl_sync(full_warp_mask, kept_here, source) >> element) & 1u) << i;
+    }
+    unsigned kept = is_row ? row_kept : col_kept, kept_real = is_row ? row_real : col_real;
+    if (nan_block) kept = (1u << N) - 1u, kept_real = 0;
+    int positions[N];
+    kept_positions<N, M>(kept, positions);
+    float window_values[N];
+    std::uint64_t bits = 0;
+    FRUGAL_UNROLL
+    for (int j = 0; j < N; ++j) {
+      const int flat = is_row ? h * M + positions[j] : positions[j] * M + h;
+      const int source = flat / E, element = flat % E;
+      float got = 0.0f;
+      FRUGAL_UNROLL
+      for (int e = 0; e < E; ++e) {
+        const float offered = __shfl_sync(full_warp_mask, w[e], source);
+        got = element == e ? offered : got;
+      }
+      window_values[j] = ((kept_real >> positions[j]) & 1u) ? got : 0.0f;
+      bits |= std::uint64_t(positions[j]) << (j * B);
+    }
+    if (is_row && r0 + h < p.rows) {
+      TV* out = p.values + (r0 + h) * p.ld_values + bc * N;
+      FRUGAL_UNROLL
+      for (int j = 0; j < N; ++j) out[j] = from_float<TV>(window_values[j]);
+      atomic_or_bits(p.indices + (r0 + h) * p.ld_indices, bc * N * B, bits, N * B);
+    }
+    if (is_col && c0 + h < p.k) {
+      TV* out = values_t + (c0 + h) * ld_values_t + br * N;
+      FRUGAL_UNROLL
+      for (int j = 0; j < N; ++j) out[j] = from_float<TV>(window_values[j]);
+      atomic_or_bits(indices_t + (c0 + h) * ld_indices_t, br * N * B, bits, N * B);
+    }
   }
 }
 

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! Block level: one block computes a BlockM x BlockN tile of W X^T on the sparse tensor cores,
+//! W [out, K] 2:4-sparse in the canonical format (values [out, K / 2], packed indices) and X
+//! [tokens, K] dense: mma.sp m16n8k32 with the compressed values loaded by ldmatrix and each
+//! lane's metadata register assembled from the canonical index words. The multi-stage cp.async
+//! pipeline of block_gemm, with the metadata loaded beside the values. docs/sparse.md.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/sparse/block_sparse_gemm.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/vector_io.cuh>
+#include <frugal/core/warp.cuh>
+#include <frugal/gemm/gemm_config.cuh>
+#include <frugal/sparse/nm.cuh>
+#include <frugal/tensor_core/cp_async.cuh>
+#include <frugal/tensor_core/ldmatrix.cuh>
+#include <frugal/tensor_core/mma.cuh>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace frugal::sparse {
+
+//! A BlockM x BlockN tile (BlockM rows of W: output features; BlockN rows of X: tokens) over K in
+//! steps of 64, WarpsM x WarpsN warps each owning (BlockM / WarpsM) x (BlockN / WarpsN) of
+//! m16n8k32 sparse MMAs, a Stages-deep pipeline. T: __half or __nv_bfloat16.
+template <class T, int BlockM, int BlockN, int WarpsM, int WarpsN, int Stages>
+struct sparse_gemm_tile {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                "frugal::sparse::sparse_gemm_tile: T must be __half or __nv_bfloat16 (2:4 sparse tensor cores)");
+  using element_type = T;
+  static constexpr int block_m = BlockM, block_n = BlockN, block_k = 64, warps_m = WarpsM, warps_n = WarpsN, stages = Stages;
+  static constexpr int threads = 32 * WarpsM * WarpsN;
+  static constexpr int warp_m = BlockM / WarpsM, warp_n = BlockN / WarpsN;
+  static constexpr int mma_m = warp_m / 16, mma_n = warp_n / 8;
+  static constexpr int a_chunks = BlockM * 4;      // 32 kept values (64 bytes) per W row per stage
+  static constexpr int b_chunks = BlockN * 8;      // 64 elements (128 bytes) per X row per stage
+  static constexpr int meta_words = BlockM * 2;    // two index words (32 columns each) per W row
+  static constexpr int stage_bytes = (a_chunks + b_chunks) * 16 + (meta_words * 4 + 15) / 16 * 16;
+  static constexpr int shared_bytes = Stages * stage_bytes;
+  static_assert(threads <= 1024, "frugal::sparse::sparse_gemm_tile: at most 32 warps");
+  static_assert(warp_m % 16 == 0 && warp_n % 8 == 0, "frugal::sparse::sparse_gemm_tile: warp tiles must be multiples of 16 x 8");
+  static_assert(a_chunks % threads == 0 && b_chunks % threads == 0 && meta_words % threads == 0,
+                "frugal::sparse::sparse_gemm_tile: every thread must load the same number of chunks and index words per stage");
+  static_assert(Stages >= 2 && Stages <= 8, "frugal::sparse::sparse_gemm_tile: Stages must be in [2, 8]");
+};
+
+//! Each lane's metadata register for one m16 tile and one k32 step with selector 0: lanes
+//! 4 g + h (h = 0, 1) give rows g (bits 0-15) and g + 8 (bits 16-31), chunks 4 h .. 4 h + 3 of
+//! the step (tensor_core_layout::m16n8k32_sp_metadata): the h-th halves of the two rows' canonical
+//! index words. Lanes with t = 2, 3 pass the same (the hardware reads only t = 0, 1 here).
+FRUGAL_HOST_DEVICE std::uint32_t metadata_register(std::uint32_t word_row_g, std::uint32_t word_row_g8, int lane) {
+  const int h = lane & 1;
+  return ((word_row_g >> (16 * h)) & 0xffffu) | (((word_row_g8 >> (16 * h)) & 0xffffu) << 16);
+}
+
+//! A block's sparse GEMM tile. Every thread of a 1D block of Tile::threads threads calls every member.
+template <class Tile>
+class block_sparse_gemm {
+ public:
+  using T = typename Tile::element_type;
+  using fragment_a = mma_fragment<mma_operand::a, m16n8k32_sparse, T>;
+  using fragment_b = mma_fragment<mma_operand::b, m16n8k32_sparse, T>;
+
+  struct TempStorage {
+    unsigned char bytes[Tile::shared_bytes];
+  };
+  struct accumulators {
+    mma_accumulator f[Tile::mma_m][Tile::mma_n];
+    FRUGAL_DEVICE void clear() {
+      FRUGAL_UNROLL
+      for (int i = 0; i < Tile::mma_m; ++i)
+        FRUGAL_UNROLL
+        for (int j = 0; j < Tile::mma_n; ++j) f[i][j].fill(0.0f);
+    }
+  };
+
+  //! One tile's operands: `rows` (<= BlockM) W rows from values (ld_values) and indices
+  //! (ld_indices words), `cols` (<= BlockN) X rows from x (ld_x), K logical columns. vector_loads:
+  //! values and x 16-byte aligned with rows of 16-byte multiples (cp.async), else element loads.
+  struct operands {
+    const T* values;
+    std::int64_t ld_values;
+    const std::uint32_t* indices;
+    std::int64_t ld_indices;
+    int rows;
+    const T* x;
+    std::int64_t ld_x;
+    int cols;
+    std::int64_t k;
+    bool vector_loads;
+  };
+
+  FRUGAL_DEVICE explicit block_sparse_gemm(TempStorage& storage) : smem_(storage.bytes) {}
+
+  //! acc(m, n) += sum_k W[m, k] X[n, k] over the whole K. Ends with every copy landed and a
+  //! barrier; begins without one (see block_gemm::multiply).
+  FRUGAL_DEVICE void multiply(const operands& op, accumulators& acc) {
+    const std::int64_t k_tiles = (op.k + Tile::block_k - 1) / Tile::block_k;
+    FRUGAL_UNROLL
+    for (int s = 0; s < Tile::stages - 1; ++s) {
+      if (s < k_tiles) load_stage(op, s, s);
+      cp_async_commit();
+    }
+    for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
+      cp_async_wait<Tile::stages - 2>();
+      __syncthreads();
+      const std::int64_t next = kt + Tile::stages - 1;
+      if (next < k_tiles) load_stage(op, next, int(next % Tile::stages));
+      cp_async_commit();
+      compute_stage(int(kt % Tile::stages), acc);
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+
+  //! Passes every accumulator to `visit(m, n, value)`: m the tile row (W row), n the tile column
+  //! (X row), for m < rows, n < cols.
+  template <class Visit>
+  FRUGAL_DEVICE void for_each(const accumulators& acc, int rows, int cols, Visit&& visit) const {
+    const int lane = int(lane_index()), warp = int(linear_thread_index() / 32);
+    const int wm = warp / Tile::warps_n, wn = warp % Tile::warps_n;
+    FRUGAL_UNROLL
+    for (int mi = 0; mi < Tile::mma_m; ++mi)
+      FRUGAL_UNROLL
+      for (int ni = 0; ni < Tile::mma_n; ++ni)
+        FRUGAL_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const auto p = mma_accumulator::position(lane, i);
+          const int m = wm * Tile::warp_m + mi * 16 + p.row, n = wn * Tile::warp_n + ni * 8 + p.col;
+          if (m < rows && n < cols) visit(m, n, acc.f[mi][ni].x[i]);
+        }
+  }
+
+ private:
+  static constexpr int chunk = 8;  // 16-bit elements per 16-byte chunk
+
+  FRUGAL_DEVICE static void copy_chunk(unsigned char* dst, const T* base, std::int64_t offset, int elements, bool vector_loads) {
+    if (vector_loads) {
+      cp_async_16(dst, elements > 0 ? base + offset : base, elements * 2);
+    } else {
+      vector<T, chunk> v;
+      FRUGAL_UNROLL
+      for (int e = 0; e < chunk; ++e) v[e] = e < elements ? base[offset + e] : from_float<T>(0.0f);
+      store_vector(reinterpret_cast<T*>(dst), v);
+    }
+  }
+  FRUGAL_DEVICE static int clamp8(std::int64_t left) { return left <= 0 ? 0 : left >= chunk ? chunk : int(left); }
+
+  FRUGAL_DEVICE void load_stage(const operands& op, std::int64_t kt, int stage) {
+    unsigned char* sa = smem_ + stage * Tile::stage_bytes;
+    unsigned char* sb = sa + Tile::a_chunks * 16;
+    auto* smeta = reinterpret_cast<std::uint32_t*>(sb + Tile::b_chunks * 16);
+    const int tid = int(linear_thread_index());
+    const std::int64_t k0 = kt * Tile::block_k, kept = nm<2, 4>::values_per_row(op.k);
+    FRUGAL_UNROLL
+    for (int it = 0; it < Tile::a_chunks / Tile::threads; ++it) {
+      const int id = it * Tile::threads + tid, row = id / 4, c = id % 4;
+      const std::int64_t v0 = k0 / 2 + c * chunk;
+      const bool in = row < op.rows;
+      copy_chunk(sa + swizzled_chunk(row, c, 4) * 16, op.values, in ? row * op.ld_values + v0 : 0, in ? clamp8(kept - v0) : 0,
+                 op.vector_loads);
+    }
+    FRUGAL_UNROLL
+    for (int it = 0; it < Tile::b_chunks / Tile::threads; ++it) {
+      const int id = it * Tile::threads + tid, n = id / 8, c = id % 8;
+      const std::int64_t kk = k0 + c * chunk;
+      const bool in = n < op.cols;
+      copy_chunk(sb + swizzled_chunk(n, c, 8) * 16, op.x, in ? n * op.ld_x + kk : 0, in ? clamp8(op.k - kk) : 0, op.vector_loads);
+    }
+    // Index words: windows past K (or rows past the tile) become 0x4 nibbles (positions 0, 1 of
+    // zero values): the hardware must never see an equal-index nibble.
+    const std::int64_t windows = nm<2, 4>::windows(op.k);
+    FRUGAL_UNROLL
+    for (int it = 0; it < Tile::meta_words / Tile::threads; ++it) {
+      const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
+      const std::int64_t word = k0 / 32 + w, first_window = word * 8;
+      const std::int64_t live = row < op.rows ? windows - first_window : 0;
+      const int valid = live <= 0 ? 0 : live >= 8 ? 8 : int(live);
+      const std::uint32_t keep = valid == 8 ? 0xffffffffu : (1u << (4 * valid)) - 1u;
+      const std::uint32_t loaded = valid > 0 ? op.indices[row * op.ld_indices + word] : 0u;
+      smeta[row * 2 + w] = (loaded & keep) | (0x44444444u & ~keep);
+    }
+  }
+
+  FRUGAL_DEVICE void compute_stage(int stage, accumulators& acc) const {
+    const unsigned char* sa = smem_ + stage * Tile::stage_bytes;
+    const unsigned char* sb = sa + Tile::a_chunks * 16;
+    const auto* smeta = reinterpret_cast<const std::uint32_t*>(sb + Tile::b_chunks * 16);
+    const int lane = int(lane_index()), warp = int(linear_thread_index() / 32);
+    const int wm = warp / Tile::warps_n, wn = warp % Tile::warps_n;
+    FRUGAL_UNROLL
+    for (int ks = 0; ks < 2; ++ks) {  // two k32 steps per stage
+      fragment_a a[Tile::mma_m];
+      std::uint32_t e[Tile::mma_m];
+      fragment_b b[Tile::mma_n];
+      FRUGAL_UNROLL
+      for (int mi = 0; mi < Tile::mma_m; ++mi) {
+        const int row = wm * Tile::warp_m + mi * 16;
+        // The compressed 16 x 16 tile has the dense m16n8k16 A layout: rows l % 16, chunk 2 ks + l / 16.
+        ldmatrix<4>(a[mi].x, sa + swizzled_chunk(row + lane % 16, 2 * ks + lane / 16, 4) * 16);
+        const int g = lane / 4;
+        e[mi] = metadata_register(smeta[(row + g) * 2 + ks], smeta[(row + g + 8) * 2 + ks], lane);
+      }
+      FRUGAL_UNROLL
+      for (int ni = 0; ni < Tile::mma_n; ++ni) {
+        // B (k 32 x n 8): matrices = k chunks 4 ks .. 4 ks + 3 of the n8 rows: registers b0 .. b3 in order.
+        const int n = wn * Tile::warp_n + ni * 8 + lane % 8;
+        ldmatrix<4>(b[ni].x, sb + swizzled_chunk(n, 4 * ks + lane / 8, 8) * 16);
+      }
+      FRUGAL_UNROLL
+      for (int mi = 0; mi < Tile::mma_m; ++mi)
+        FRUGAL_UNROLL
+        for (int ni = 0; ni < Tile::mma_n; ++ni) mma_sp<0>(acc.f[mi][ni], a[mi], b[ni], acc.f[mi][ni], e[mi]);
+    }
+  }
+
+  unsigned char* smem_;
+};
+
+}  // namespace frugal::sparse

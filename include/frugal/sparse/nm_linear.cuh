@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+//! @file
+//! frugal::sparse::nm_linear: Y = epilogue(X W^T) for a linear layer whose weight W [out, K] is
+//! 2:4-sparse along K in the canonical compressed format (part 1), on the sparse tensor cores
+//! (mma.sp m16n8k32). X [tokens, K] dense row-major, Y [tokens, out] row-major; bf16 / f16 in,
+//! fp32 accumulate, fp32 / bf16 / f16 out. The sparse operand is the instruction's A: the kernel
+//! computes Y^T = W X^T and writes Y. docs/sparse.md.
+#pragma once
+
+#include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/sparse/nm_linear.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
+#include <frugal/core/launch.cuh>
+#include <frugal/core/shared_memory.cuh>
+#include <frugal/gemm/detail/gemm_checks.cuh>
+#include <frugal/gemm/detail/gemm_kernels.cuh>
+#include <frugal/gemm/gemm_config.cuh>
+#include <frugal/sparse/block_sparse_gemm.cuh>
+#include <frugal/sparse/nm.cuh>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace frugal::sparse {
+
+namespace detail {
+
+template <class T>
+struct sparse_linear_problem {
+  const T* x;
+  std::int64_t ld_x;
+  const T* values;
+  std::int64_t ld_values;
+  const std::uint32_t* indices;
+  std::int64_t ld_indices;
+  std::int64_t tokens, out, k;
+  bool vector_loads;
+};
+
+// Tiles: prefill (128 features x 128 tokens, 8 warps of 64 x 32: a 64 x 64 warp tile of k32 sparse
+// MMAs would spill), medium (64 x 64), decode (64 features x 16 tokens).
+template <class T>
+using sparse_tile_large = sparse_gemm_tile<T, 128, 128, 2, 4, 3>;
+template <class T>
+using sparse_tile_medium = sparse_gemm_tile<T, 64, 64, 2, 2, 3>;
+template <class T>
+using sparse_tile_decode = sparse_gemm_tile<T, 64, 16, 4, 1, 4>;
+
+template <class Tile, class Out, class Epilogue>
+__global__ void __launch_bounds__(Tile::threads)
+    nm_linear_kernel(sparse_linear_problem<typename Tile::element_type> p, Out* y, std::int64_t ld_y, Epilogue epilogue) {
+  using gemm = block_sparse_gemm<Tile>;
+  const std::int64_t tiles_m = (p.out + Tile::block_m - 1) / Tile::block_m, tiles_n = (p.tokens + Tile::block_n - 1) / Tile::block_n;
+  constexpr std::int64_t band = 8;  // feature tiles that sweep the tokens together (their W rows stay in L2)
+  const std::int64_t id = blockIdx.x, per_band = band * tiles_n, first_m = id / per_band * band;
+  const std::int64_t band_rows = tiles_m - first_m < band ? tiles_m - first_m : band;
+  const std::int64_t tm = first_m + (id % per_band) % band_rows, tn = (id % per_band) / band_rows;
+  const std::int64_t row0 = tm * Tile::block_m, col0 = tn * Tile::block_n;
+  const int rows = int(p.out - row0 < Tile::block_m ? p.out - row0 : Tile::block_m);
+  const int cols = int(p.tokens - col0 < Tile::block_n ? p.tokens - col0 : Tile::block_n);
+  gemm g(*dynamic_shared<typename gemm::TempStorage>());
+  typename gemm::accumulators acc;
+  acc.clear();
+  g.multiply({p.values + row0 * p.ld_values, p.ld_values, p.indices + row0 * p.ld_indices, p.ld_indices, rows, p.x + col0 * p.ld_x, p.ld_x,
+              cols, p.k, p.vector_loads},
+             acc);
+  // Accumulator (feature m, token n) is Y[token, feature].
+  g.for_each(acc, rows, cols, [&](int m, int n, float v) {
+    const std::int64_t token = col0 + n, feature = row0 + m;
+    y[token * ld_y + feature] = from_float<Out>(epilogue(v, token, feature, 0));
+  });
+}
+
+template <class Tile, class Out, class Epilogue>
+status launch_nm_linear(const sparse_linear_problem<typename Tile::element_type>& p, Out* y, std::int64_t ld_y, const Epilogue& epilogue,
+                        cudaStream_t stream) {
+  FRUGAL_TRY((frugal::detail::allow_dynamic_shared_once<nm_linear_kernel<Tile, Out, Epilogue>>(Tile::shared_bytes)));
+  const std::int64_t tiles = ((p.out + Tile::block_m - 1) / Tile::block_m) * ((p.tokens + Tile::block_n - 1) / Tile::block_n);
+  if (tiles > INT32_MAX) return status::invalid("frugal::sparse::nm_linear: more than 2^31 - 1 tiles");
+  return launch(nm_linear_kernel<Tile, Out, Epilogue>,
+                launch_config{dim3(unsigned(tiles)), dim3(Tile::threads), std::size_t(Tile::shared_bytes), stream}, p, y, ld_y, epilogue);
+}
+
+}  // namespace detail
+
+//! Y = epilogue(X W^T): X [tokens, K] (row-major, ld_x), W [out, K] 2:4-sparse given by its
+//! canonical values [out, ld_values] and indices [out, ld_indices] (nm_prune / nm_compress /
+//! srste_step write them), Y [tokens, out] row-major. T: __half or __nv_bfloat16 (X and the
+//! values); Out: float, __half, __nv_bfloat16. The epilogue sees (row = token, col = feature):
+//! linear_epilogue gives bias per column (feature), activation, alpha, and beta C for a residual
+//! [tokens, out]. K any size (padded windows contribute zeros); deterministic.
+template <class Pattern, class TX, class T, class Out, class Epilogue = linear_epilogue<>>
+status nm_linear(matrix_ref<TX> x, const T* values, std::int64_t ld_values, const std::uint32_t* indices, std::int64_t ld_indices,
+                 matrix_ref<Out> y, std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& epilogue = {},
+                 cudaStream_t stream = nullptr) {
+  static_assert(std::is_same_v<Pattern, nm<2, 4>>, "frugal::sparse::nm_linear: the sparse tensor cores run 2:4 (Pattern nm<2, 4>)");
+  static_assert(std::is_same_v<std::remove_const_t<TX>, T>, "frugal::sparse::nm_linear: X and the values must have the same element type");
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "frugal::sparse::nm_linear: X and W must be __half or __nv_bfloat16");
+  static_assert(is_io_float_v<Out>, "frugal::sparse::nm_linear: Y must be float, __half or __nv_bfloat16");
+  if (tokens < 0 || out < 0 || k < 0) return status::invalid("frugal::sparse::nm_linear: tokens, out and K must be >= 0");
+  if (tokens > INT32_MAX || out > INT32_MAX) return status::invalid("frugal::sparse::nm_linear: tokens and out must fit in int32");
+  if (x.order != matrix_order::row_major || y.order != matrix_order::row_major)
+    return status::invalid("frugal::sparse::nm_linear: X and Y must be row-major");
+  if (const char* why = frugal::detail::epilogue_invalid(epilogue, tokens, out, 0)) return status::invalid(why);
+  if (tokens == 0 || out == 0) return status{};
+  if (!y.data || (k > 0 && (!x.data || !values || !indices))) return status::invalid("frugal::sparse::nm_linear: a pointer is null");
+  if (k > 0 && x.ld < k) return status::invalid("frugal::sparse::nm_linear: ld_x must be >= K");
+  if (k > 0 && ld_values < Pattern::values_per_row(k)) return status::invalid("frugal::sparse::nm_linear: ld_values must be >= nm<2, 4>::values_per_row(K)");
+  if (k > 0 && ld_indices < Pattern::index_words_per_row(k))
+    return status::invalid("frugal::sparse::nm_linear: ld_indices must be >= nm<2, 4>::index_words_per_row(K)");
+  if (y.ld < epilogue_output_columns<Epilogue>(out)) return status::invalid("frugal::sparse::nm_linear: ld_y must be >= out");
+  if (!is_aligned(x.data, sizeof(T)) || !is_aligned(values, sizeof(T)) || !is_aligned(indices, 4) || !is_aligned(y.data, sizeof(Out)))
+    return status::misaligned("frugal::sparse::nm_linear: a pointer is not aligned to its element size");
+  const detail::sparse_linear_problem<T> p{x.data, x.ld, values, ld_values, indices, ld_indices, tokens, out, k,
+                                           is_aligned(x.data, 16) && is_aligned(values, 16) && (x.ld * 2) % 16 == 0 && (ld_values * 2) % 16 == 0};
+  if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>>(p, y.data, y.ld, epilogue, stream);
+  int sms = 0;
+  FRUGAL_TRY(frugal::detail::cached_multiprocessors(sms));
+  using large = detail::sparse_tile_large<T>;
+  if (((out + large::block_m - 1) / large::block_m) * ((tokens + large::block_n - 1) / large::block_n) >= sms)
+    return detail::launch_nm_linear<large>(p, y.data, y.ld, epilogue, stream);
+  return detail::launch_nm_linear<detail::sparse_tile_medium<T>>(p, y.data, y.ld, epilogue, stream);
+}
+
+}  // namespace frugal::sparse

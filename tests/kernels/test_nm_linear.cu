@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: Apache-2.0
+// frugal::sparse::nm_linear (Y = epilogue(X W^T), W 2:4-sparse, on the sparse tensor cores)
+// against the host reference of the masked dense product: shapes from 1 to primes and tile
+// edges, K not a multiple of the tile or of 4, tokens 1..16 (the decode tile) and large, bf16 and
+// f16, every epilogue; exact on small integers; determinism; argument errors.
+#include <frugal/reference/gemm.hpp>
+#include <frugal/reference/sparse_nm.hpp>
+#include <frugal/sparse/nm_linear.cuh>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "support/test_support.hpp"
+
+using frugal::matrix_order;
+using frugal::matrix_ref;
+using frugal::sparse::nm;
+using frugal::test::device_buffer;
+
+namespace {
+
+template <class T>
+struct sparse_weight {
+  std::vector<T> values;
+  std::vector<std::uint32_t> indices;
+  std::vector<float> dense;  // the masked dense W the reference multiplies
+  std::int64_t ld_values, ld_indices;
+};
+
+// A 2:4-pruned W [out, K] of small integers (or normal samples) and its canonical form.
+template <class T>
+sparse_weight<T> make_weight(std::mt19937_64& rng, std::int64_t out, std::int64_t k, bool integers) {
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(std::size_t(out * k));
+  for (auto& v : w) v = frugal::to_float(frugal::from_float<T>(integers ? float(small(rng)) : normal(rng)));
+  sparse_weight<T> s;
+  s.ld_values = nm<2, 4>::values_per_row(k) + 8;  // a padded leading dimension, still 16-byte rows
+  s.ld_indices = nm<2, 4>::index_words_per_row(k) + 1;
+  s.values.resize(std::size_t(out * s.ld_values));
+  s.indices.resize(std::size_t(out * s.ld_indices));
+  frugal::sparse::nm_report report;
+  frugal::reference::nm_prune<nm<2, 4>>(w.data(), k, out, k, s.values.data(), s.ld_values, s.indices.data(), s.ld_indices,
+                                        static_cast<std::uint8_t*>(nullptr), 0, report);
+  s.dense.assign(std::size_t(out * k), 0.0f);
+  frugal::reference::nm_decompress<nm<2, 4>>(s.values.data(), s.ld_values, s.indices.data(), s.ld_indices, out, k, s.dense.data(), k, report);
+  REQUIRE(report.ok());
+  return s;
+}
+
+template <class T, class Out, class Epilogue>
+void check_linear(std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& device_epilogue, const Epilogue& host_epilogue,
+                  bool integers, unsigned long long seed) {
+  FRUGAL_SEEDED_RNG(rng, seed);
+  INFO(std::string(frugal::type_name<T>()) << " -> " << std::string(frugal::type_name<Out>()) << " tokens " << tokens << " out " << out
+                                           << " k " << k);
+  const auto w = make_weight<T>(rng, out, k, integers);
+  const std::int64_t ld_x = (k + 7) / 8 * 8;
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<T> x(std::size_t(tokens * ld_x));
+  for (auto& v : x) v = frugal::from_float<T>(integers ? float(small(rng)) : normal(rng));
+  device_buffer<T> d_x(x), d_values(w.values);
+  device_buffer<std::uint32_t> d_indices(w.indices);
+  device_buffer<Out> d_y(std::size_t(tokens * out));
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const T>(d_x.data(), ld_x), d_values.data(), w.ld_values,
+                                                         d_indices.data(), w.ld_indices, frugal::row_major(d_y.data(), out), tokens, out, k,
+                                                         device_epilogue)));
+  frugal::test::synchronize();
+  std::vector<float> xf(std::size_t(tokens * k));
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (std::int64_t i = 0; i < k; ++i) xf[std::size_t(t * k + i)] = frugal::to_float(x[std::size_t(t * ld_x + i)]);
+  std::vector<Out> want(std::size_t(tokens * out));
+  // The masked dense product: D [tokens, out] = X W^T, W^T as the col-major B.
+  frugal::reference::gemm(matrix_ref<const float>{xf.data(), k, matrix_order::row_major},
+                          matrix_ref<const float>{w.dense.data(), k, matrix_order::col_major}, frugal::row_major(want.data(), out), tokens,
+                          out, k, host_epilogue);
+  const auto got = d_y.download();
+  const double rtol = std::is_same_v<Out, float> ? 1e-5 : std::is_same_v<Out, __half> ? 2e-3 : 1.6e-2;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const float g = frugal::to_float(got[i]), wv = frugal::to_float(want[i]);
+    INFO("element " << i << " got " << g << " want " << wv);
+    if (integers) REQUIRE(g == wv);
+    else REQUIRE(std::fabs(double(g) - wv) <= 1e-4 + rtol * std::fabs(double(wv)));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("nm_linear: shapes (decode 1..16 tokens, prefill, primes, tile edges, K tails), bf16 and f16, exact on small integers") {
+  const frugal::linear_epilogue<> plain;
+  unsigned long long seed = 100;
+  struct shape {
+    std::int64_t tokens, out, k;
+  };
+  for (const shape s : {shape{1, 16, 32}, {1, 1, 8}, {3, 48, 70}, {7, 61, 13}, {16, 64, 128}, {16, 200, 96}, {17, 65, 100}, {33, 130, 256},
+                        {100, 130, 250}, {128, 128, 64}, {256, 256, 192}, {5, 300, 1}}) {
+    check_linear<__nv_bfloat16, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+    check_linear<__half, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+  }
+}
+
+TEST_CASE("nm_linear: epilogues (bias per feature, activations, alpha, residual as beta C), every output type, random data") {
+  FRUGAL_SEEDED_RNG(rng, 200);
+  const std::int64_t tokens = 24, out = 72, k = 136;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> bias(static_cast<std::size_t>(out)), residual(static_cast<std::size_t>(tokens * out));
+  for (auto& v : bias) v = normal(rng);
+  for (auto& v : residual) v = normal(rng);
+  device_buffer<float> d_bias(bias), d_residual(residual);
+  for (auto act : {frugal::activation::identity, frugal::activation::relu, frugal::activation::gelu, frugal::activation::silu}) {
+    frugal::linear_epilogue<float, float> device_e;
+    device_e.alpha = 0.5f;
+    device_e.beta = 1.0f;
+    device_e.c = d_residual.data();
+    device_e.ldc = out;
+    device_e.bias = d_bias.data();
+    device_e.bias_on = frugal::bias_kind::per_column;
+    device_e.act = act;
+    auto host_e = device_e;
+    host_e.c = residual.data();
+    host_e.bias = bias.data();
+    check_linear<__nv_bfloat16, float>(tokens, out, k, device_e, host_e, false, 300 + int(act));
+    check_linear<__nv_bfloat16, __nv_bfloat16>(tokens, out, k, device_e, host_e, false, 310 + int(act));
+    check_linear<__half, __half>(9, out, k, device_e, host_e, false, 320 + int(act));
+  }
+}
+
+TEST_CASE("nm_linear: bitwise deterministic, and arguments checked") {
+  FRUGAL_SEEDED_RNG(rng, 400);
+  const auto w = make_weight<__nv_bfloat16>(rng, 64, 128, false);
+  std::vector<__nv_bfloat16> x(8 * 128, frugal::from_float<__nv_bfloat16>(0.5f));
+  device_buffer<__nv_bfloat16> d_x(x), d_values(w.values);
+  device_buffer<std::uint32_t> d_indices(w.indices);
+  device_buffer<float> y1(8 * 64), y2(8 * 64);
+  for (auto* y : {&y1, &y2})
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(),
+                                                           w.ld_values, d_indices.data(), w.ld_indices, frugal::row_major(y->data(), 64), 8,
+                                                           64, 128)));
+  frugal::test::synchronize();
+  const auto a = y1.download(), b = y2.download();
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  auto message = [](const frugal::status& s) { return std::string(s.message()); };
+  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 100), d_values.data(), w.ld_values,
+                                                    d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
+        "frugal::sparse::nm_linear: ld_x must be >= K");
+  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(), 10,
+                                                    d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
+        "frugal::sparse::nm_linear: ld_values must be >= nm<2, 4>::values_per_row(K)");
+  CHECK(!frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(), w.ld_values,
+                                             d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 63), 8, 64, 128)
+              .ok());
+}

@@ -28,34 +28,34 @@ struct sparse_weight {
   std::int64_t ld_values, ld_indices;
 };
 
-// A 2:4-pruned W [out, K] of small integers (or normal samples) and its canonical form.
-template <class T>
+// An N:M-pruned W [out, K] of small integers (or normal samples) and its canonical form.
+template <class T, class P = nm<2, 4>>
 sparse_weight<T> make_weight(std::mt19937_64& rng, std::int64_t out, std::int64_t k, bool integers) {
   std::uniform_int_distribution<int> small(-3, 3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> w(std::size_t(out * k));
   for (auto& v : w) v = frugal::to_float(frugal::from_float<T>(integers ? float(small(rng)) : normal(rng)));
   sparse_weight<T> s;
-  s.ld_values = nm<2, 4>::values_per_row(k) + 8;  // a padded leading dimension, still 16-byte rows
-  s.ld_indices = nm<2, 4>::index_words_per_row(k) + 1;
+  s.ld_values = P::values_per_row(k) + 8;  // a padded leading dimension, still 16-byte rows
+  s.ld_indices = P::index_words_per_row(k) + 1;
   s.values.resize(std::size_t(out * s.ld_values));
   s.indices.resize(std::size_t(out * s.ld_indices));
   frugal::sparse::nm_report report;
-  frugal::reference::nm_prune<nm<2, 4>>(w.data(), k, out, k, s.values.data(), s.ld_values, s.indices.data(), s.ld_indices,
-                                        static_cast<std::uint8_t*>(nullptr), 0, report);
+  frugal::reference::nm_prune<P>(w.data(), k, out, k, s.values.data(), s.ld_values, s.indices.data(), s.ld_indices,
+                                 static_cast<std::uint8_t*>(nullptr), 0, report);
   s.dense.assign(std::size_t(out * k), 0.0f);
-  frugal::reference::nm_decompress<nm<2, 4>>(s.values.data(), s.ld_values, s.indices.data(), s.ld_indices, out, k, s.dense.data(), k, report);
+  frugal::reference::nm_decompress<P>(s.values.data(), s.ld_values, s.indices.data(), s.ld_indices, out, k, s.dense.data(), k, report);
   REQUIRE(report.ok());
   return s;
 }
 
-template <class T, class Out, class Epilogue>
+template <class T, class Out, class Epilogue, class P = nm<2, 4>>
 void check_linear(std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& device_epilogue, const Epilogue& host_epilogue,
                   bool integers, unsigned long long seed) {
   FRUGAL_SEEDED_RNG(rng, seed);
-  INFO(std::string(frugal::type_name<T>()) << " -> " << std::string(frugal::type_name<Out>()) << " tokens " << tokens << " out " << out
-                                           << " k " << k);
-  const auto w = make_weight<T>(rng, out, k, integers);
+  INFO(P::n << ":" << P::m << " " << std::string(frugal::type_name<T>()) << " -> " << std::string(frugal::type_name<Out>()) << " tokens "
+            << tokens << " out " << out << " k " << k);
+  const auto w = make_weight<T, P>(rng, out, k, integers);
   const std::int64_t ld_x = (k + 7) / 8 * 8;
   std::uniform_int_distribution<int> small(-3, 3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -64,7 +64,7 @@ void check_linear(std::int64_t tokens, std::int64_t out, std::int64_t k, const E
   device_buffer<T> d_x(x), d_values(w.values);
   device_buffer<std::uint32_t> d_indices(w.indices);
   device_buffer<Out> d_y(std::size_t(tokens * out));
-  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const T>(d_x.data(), ld_x), d_values.data(), w.ld_values,
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(frugal::row_major<const T>(d_x.data(), ld_x), d_values.data(), w.ld_values,
                                                          d_indices.data(), w.ld_indices, frugal::row_major(d_y.data(), out), tokens, out, k,
                                                          device_epilogue)));
   frugal::test::synchronize();
@@ -98,6 +98,20 @@ TEST_CASE("nm_linear: shapes (decode 1..16 tokens, prefill, primes, tile edges, 
                         {100, 130, 250}, {128, 128, 64}, {256, 256, 192}, {5, 300, 1}}) {
     check_linear<__nv_bfloat16, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
     check_linear<__half, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+  }
+}
+
+TEST_CASE("nm_linear: compact 1:4, 2:8, 1:8, 2:16 weights expanded to 2:4 on the way, exact on small integers") {
+  const frugal::linear_epilogue<> plain;
+  unsigned long long seed = 150;
+  struct shape {
+    std::int64_t tokens, out, k;
+  };
+  for (const shape s : {shape{1, 64, 64}, {5, 70, 100}, {16, 64, 256}, {40, 130, 136}, {256, 256, 128}}) {
+    check_linear<__nv_bfloat16, float, frugal::linear_epilogue<>, nm<2, 8>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+    check_linear<__half, float, frugal::linear_epilogue<>, nm<1, 4>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+    check_linear<__nv_bfloat16, float, frugal::linear_epilogue<>, nm<1, 8>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+    check_linear<__nv_bfloat16, float, frugal::linear_epilogue<>, nm<2, 16>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
   }
 }
 
@@ -147,7 +161,7 @@ TEST_CASE("nm_linear: bitwise deterministic, and arguments checked") {
         "frugal::sparse::nm_linear: ld_x must be >= K");
   CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(), 10,
                                                     d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
-        "frugal::sparse::nm_linear: ld_values must be >= nm<2, 4>::values_per_row(K)");
+        "frugal::sparse::nm_linear: ld_values must be >= nm<N, M>::values_per_row(K)");
   CHECK(!frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(), w.ld_values,
                                              d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 63), 8, 64, 128)
               .ok());

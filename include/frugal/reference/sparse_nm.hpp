@@ -132,7 +132,8 @@ void nm_prune(const T* w, std::int64_t ld, std::int64_t rows, std::int64_t k, TV
 }
 
 //! The masked dense W [rows, K] from its canonical form. Windows whose indices are not strictly
-//! ascending are reported invalid and left zero.
+//! ascending, or that hold a non-zero value at a padding position past K, are reported invalid
+//! and left zero.
 template <class Pattern, class TV, class T>
 void nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32_t* indices, std::int64_t ld_indices, std::int64_t rows,
                    std::int64_t k, T* dense, std::int64_t ld, sparse::nm_report& report) {
@@ -144,7 +145,8 @@ void nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32_t
       bool ascending = true;
       for (int j = 0; j < N; ++j) {
         const int p = int(sparse::packed_index<Pattern>(indices + r * ld_indices, win * N + j));
-        ascending = ascending && p > previous;
+        const bool past_k = win * M + p >= k;
+        ascending = ascending && p > previous && (!past_k || to_float(values[r * ld_values + win * N + j]) == 0.0f);
         previous = p;
       }
       if (!ascending) {
@@ -342,17 +344,18 @@ unsigned long long srste_step(float* w, const G* grad, float* state0, float* sta
   constexpr int N = Pattern::n, M = Pattern::m;
   const sparse::optimizer_constants constants = sparse::constants_of(optimizer);
   unsigned long long flips = 0;
-  auto mask_of = [&](const float* x, int count, std::int64_t first) {
+  // A NaN weight is counted once per step: after the update only if it was not NaN before.
+  auto mask_of = [&](const float* x, int count, std::int64_t first, unsigned reported, unsigned& nan_positions) {
     float score[M];
-    bool nan = false;
+    nan_positions = 0;
     for (int i = 0; i < M; ++i) {
       score[i] = i < count ? std::fabs(x[i]) : 0.0f;
       if (i < count && std::isnan(x[i])) {
-        nan = true;
-        detail::note(report.nan_count, report.first_nan, first + i);
+        nan_positions |= 1u << i;
+        if (!((reported >> i) & 1u)) detail::note(report.nan_count, report.first_nan, first + i);
       }
     }
-    return nan ? 0u : sparse::select_window<N, M>(score) & ((1u << count) - 1u);
+    return nan_positions ? 0u : sparse::select_window<N, M>(score) & ((1u << count) - 1u);
   };
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t i = 0; i < Pattern::index_words_per_row(k); ++i) indices[r * ld_indices + i] = 0u;
@@ -361,7 +364,8 @@ unsigned long long srste_step(float* w, const G* grad, float* state0, float* sta
       const int count = int(std::min<std::int64_t>(M, k - c0));
       float x[M] = {};
       for (int i = 0; i < count; ++i) x[i] = w[r * ld + c0 + i];
-      const unsigned before = mask_of(x, count, r * k + c0);
+      unsigned nan_before = 0, nan_after = 0;
+      const unsigned before = mask_of(x, count, r * k + c0, 0u, nan_before);
       for (int i = 0; i < count; ++i) {
         const std::int64_t at = r * ld + c0 + i;
         float second = state1 ? state1[at] : 0.0f;
@@ -370,7 +374,7 @@ unsigned long long srste_step(float* w, const G* grad, float* state0, float* sta
         if (state1) state1[at] = second;
         w[at] = x[i];
       }
-      const unsigned after = mask_of(x, count, r * k + c0);
+      const unsigned after = mask_of(x, count, r * k + c0, nan_before, nan_after);
       flips += std::bitset<32>(before ^ after).count();
       const unsigned kept = after == 0u ? (1u << N) - 1u : sparse::fill_window<N, M>(after);
       float kept_value[N];
@@ -432,12 +436,14 @@ unsigned long long srste_step_transposable4(float* w, const G* grad, float* stat
         }
       }
       const unsigned before = nan ? 0u : sparse::select_block4<N>(score);
+      unsigned nan_before = 0;
+      for (int i = 0; i < 16; ++i) nan_before |= unsigned(((real >> i) & 1u) && std::isnan(x[i])) << i;
       for (int i = 0; i < 16; ++i) {
         sparse::optimizer_update(optimizer, constants, sparse::srste_gradient(g[i], x[i], (before >> i) & 1u, params), x[i], s0[i], s1[i]);
         score[i] = ((real >> i) & 1u) ? std::fabs(x[i]) : -1.0f;
         if (((real >> i) & 1u) && std::isnan(x[i])) {
           nan = true;
-          detail::note(report.nan_count, report.first_nan, (r0 + i / 4) * k + c0 + i % 4);
+          if (!((nan_before >> i) & 1u)) detail::note(report.nan_count, report.first_nan, (r0 + i / 4) * k + c0 + i % 4);
         }
       }
       const unsigned after = nan ? 0u : sparse::select_block4<N>(score);
@@ -512,6 +518,8 @@ unsigned long long srste_step_transposable_greedy(float* w, const G* grad, float
         }
       }
       const auto before = nan ? std::vector<std::uint8_t>(M * M, 0) : transposable_greedy_block<N, M>(score);
+      bool nan_before[M * M];
+      for (int i = 0; i < M * M; ++i) nan_before[i] = real[i] && std::isnan(x[i]);
       nan = false;
       for (int i = 0; i < M * M; ++i) {
         sparse::optimizer_update(optimizer, constants, sparse::srste_gradient(g[i], x[i], before[std::size_t(i)] != 0, params), x[i], s0[i],
@@ -519,7 +527,7 @@ unsigned long long srste_step_transposable_greedy(float* w, const G* grad, float
         score[i] = real[i] ? std::fabs(x[i]) : -1.0f;
         if (real[i] && std::isnan(x[i])) {
           nan = true;
-          detail::note(report.nan_count, report.first_nan, (r0 + i / M) * k + c0 + i % M);
+          if (!nan_before[i]) detail::note(report.nan_count, report.first_nan, (r0 + i / M) * k + c0 + i % M);
         }
       }
       const auto after = nan ? std::vector<std::uint8_t>(M * M, 0) : transposable_greedy_block<N, M>(score);

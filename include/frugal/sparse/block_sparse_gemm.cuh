@@ -59,9 +59,19 @@ FRUGAL_HOST_DEVICE std::uint32_t metadata_register(std::uint32_t word_row_g, std
   return ((word_row_g >> (16 * h)) & 0xffffu) | (((word_row_g8 >> (16 * h)) & 0xffffu) << 16);
 }
 
-//! A block's sparse GEMM tile. Every thread of a 1D block of Tile::threads threads calls every member.
-template <class Tile>
+//! A block's sparse GEMM tile. Every thread of a 1D block of Tile::threads threads calls every
+//! member. Pattern is the weight's format: nm<2, 4> is copied as it is; any nm<N, M> with N <= 2
+//! (1:4, 2:8, 1:8, 2:16, 1:16) is read compactly and expanded on the way into shared memory to
+//! the 2:4 operand (a window of M with at most two kept values is M / 4 valid 2:4 chunks: each
+//! chunk keeps its kept values and fills the rest of its pair with zeros).
+template <class Tile, class Pattern = nm<2, 4>>
 class block_sparse_gemm {
+  static_assert(is_nm_v<Pattern> && Pattern::n <= 2,
+                "frugal::sparse::block_sparse_gemm: the 2:4 tensor cores run patterns with at most 2 kept values per window");
+  static constexpr bool expand = !std::is_same_v<Pattern, nm<2, 4>>;
+  static_assert(!expand || (Tile::block_m * 2) % Tile::threads == 0,
+                "frugal::sparse::block_sparse_gemm: expanding a compact pattern needs BlockM * 2 to be a multiple of the threads");
+
  public:
   using T = typename Tile::element_type;
   using fragment_a = mma_fragment<mma_operand::a, m16n8k32_sparse, T>;
@@ -152,14 +162,75 @@ class block_sparse_gemm {
   }
   FRUGAL_DEVICE static int clamp8(std::int64_t left) { return left <= 0 ? 0 : left >= chunk ? chunk : int(left); }
 
+  // One 32-column word of a row from a compact N:M (N <= 2) row: 8 chunks of 4 columns, each
+  // made a valid 2:4 chunk (its kept values ascending, the pair filled with zeros at the lowest
+  // free position; an empty chunk is positions 0, 1 of zeros). Writes 16 values and the word.
+  FRUGAL_DEVICE static void expand_word(const operands& op, int row, std::int64_t first_column, unsigned char* sa, int chunk_pair,
+                                        std::uint32_t& word) {
+    constexpr int N = Pattern::n, M = Pattern::m, W = M <= 32 ? 32 / M : 1;
+    const std::int64_t windows = Pattern::windows(op.k), first_window = first_column / M;
+    float kept_value[W][N];
+    int kept_position[W][N];  // column within the 32, or -1
+    FRUGAL_UNROLL
+    for (int wi = 0; wi < W; ++wi)
+      FRUGAL_UNROLL
+      for (int j = 0; j < N; ++j) {
+        const std::int64_t window = first_window + wi;
+        const bool live = row < op.rows && window < windows;
+        const int p = live ? int(packed_index<Pattern>(op.indices + row * op.ld_indices, window * N + j)) : 0;
+        kept_position[wi][j] = live ? wi * M + p : -1;
+        kept_value[wi][j] = live ? to_float(op.values[row * op.ld_values + window * N + j]) : 0.0f;
+      }
+    vector<T, 8> half[2];
+    word = 0;
+    FRUGAL_UNROLL
+    for (int q = 0; q < 8; ++q) {
+      // The (at most two) kept values of chunk q, ascending.
+      int n = 0, pa = 0, pb = 0;
+      float va = 0.0f, vb = 0.0f;
+      FRUGAL_UNROLL
+      for (int wi = 0; wi < W; ++wi)
+        FRUGAL_UNROLL
+        for (int j = 0; j < N; ++j) {
+          const int c = kept_position[wi][j];
+          const bool here = c >= 4 * q && c < 4 * q + 4;
+          pb = here && n == 1 ? c - 4 * q : pb;
+          vb = here && n == 1 ? kept_value[wi][j] : vb;
+          pa = here && n == 0 ? c - 4 * q : pa;
+          va = here && n == 0 ? kept_value[wi][j] : va;
+          n += here;
+        }
+      if (n == 0) pa = 0, pb = 1, va = vb = 0.0f;
+      if (n == 1) {  // fill the pair with a zero at the lowest other position
+        const int fill = pa == 0 ? 1 : 0;
+        if (fill < pa) pb = pa, vb = va, pa = fill, va = 0.0f;
+        else pb = fill, vb = 0.0f;
+      }
+      word |= unsigned(pa | pb << 2) << (4 * q);
+      half[q / 4][2 * (q % 4)] = from_float<T>(va);
+      half[q / 4][2 * (q % 4) + 1] = from_float<T>(vb);
+    }
+    store_vector(reinterpret_cast<T*>(sa + swizzled_chunk(row, 2 * chunk_pair, 4) * 16), half[0]);
+    store_vector(reinterpret_cast<T*>(sa + swizzled_chunk(row, 2 * chunk_pair + 1, 4) * 16), half[1]);
+  }
+
   FRUGAL_DEVICE void load_stage(const operands& op, std::int64_t kt, int stage) {
     unsigned char* sa = smem_ + stage * Tile::stage_bytes;
     unsigned char* sb = sa + Tile::a_chunks * 16;
     auto* smeta = reinterpret_cast<std::uint32_t*>(sb + Tile::b_chunks * 16);
     const int tid = int(linear_thread_index());
     const std::int64_t k0 = kt * Tile::block_k, kept = nm<2, 4>::values_per_row(op.k);
+    if constexpr (expand) {
+      FRUGAL_UNROLL
+      for (int it = 0; it < Tile::block_m * 2 / Tile::threads; ++it) {
+        const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
+        std::uint32_t word;
+        expand_word(op, row, k0 + 32 * w, sa, w, word);
+        smeta[row * 2 + w] = word;
+      }
+    }
     FRUGAL_UNROLL
-    for (int it = 0; it < Tile::a_chunks / Tile::threads; ++it) {
+    for (int it = 0; it < (expand ? 0 : Tile::a_chunks / Tile::threads); ++it) {
       const int id = it * Tile::threads + tid, row = id / 4, c = id % 4;
       const std::int64_t v0 = k0 / 2 + c * chunk;
       const bool in = row < op.rows;
@@ -177,7 +248,7 @@ class block_sparse_gemm {
     // zero values): the hardware must never see an equal-index nibble.
     const std::int64_t windows = nm<2, 4>::windows(op.k);
     FRUGAL_UNROLL
-    for (int it = 0; it < Tile::meta_words / Tile::threads; ++it) {
+    for (int it = 0; it < (expand ? 0 : Tile::meta_words / Tile::threads); ++it) {
       const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
       const std::int64_t word = k0 / 32 + w, first_window = word * 8;
       const std::int64_t live = row < op.rows ? windows - first_window : 0;

@@ -186,7 +186,8 @@ status nm_prune(const T* w, std::int64_t ld, TV* values, std::int64_t ld_values,
 }
 
 //! The masked dense W [rows, K] from its canonical form (every element written: zeros where
-//! pruned). A window whose indices are not strictly ascending is reported invalid and left zero.
+//! pruned). A window whose indices are not strictly ascending, or that holds a non-zero value at
+//! a padding position past K, is reported invalid and left zero.
 template <class Pattern, class TV, class T>
 status nm_decompress(const TV* values, std::int64_t ld_values, const std::uint32_t* indices, std::int64_t ld_indices, T* dense,
                      std::int64_t ld, nm_report* report, std::int64_t rows, std::int64_t k, cudaStream_t stream = nullptr) {

@@ -49,10 +49,11 @@ using sparse_tile_medium = sparse_gemm_tile<T, 64, 64, 2, 2, 3>;
 template <class T>
 using sparse_tile_decode = sparse_gemm_tile<T, 64, 16, 4, 1, 4>;
 
-template <class Tile, class Out, class Epilogue>
-__global__ void __launch_bounds__(Tile::threads)
+// (A minimum of one block per SM: without it ptxas held the expanding kernels to 128 registers and spilled.)
+template <class Tile, class Pattern, class Out, class Epilogue>
+__global__ void __launch_bounds__(Tile::threads, 1)
     nm_linear_kernel(sparse_linear_problem<typename Tile::element_type> p, Out* y, std::int64_t ld_y, Epilogue epilogue) {
-  using gemm = block_sparse_gemm<Tile>;
+  using gemm = block_sparse_gemm<Tile, Pattern>;
   const std::int64_t tiles_m = (p.out + Tile::block_m - 1) / Tile::block_m, tiles_n = (p.tokens + Tile::block_n - 1) / Tile::block_n;
   constexpr std::int64_t band = 8;  // feature tiles that sweep the tokens together (their W rows stay in L2)
   const std::int64_t id = blockIdx.x, per_band = band * tiles_n, first_m = id / per_band * band;
@@ -74,29 +75,33 @@ __global__ void __launch_bounds__(Tile::threads)
   });
 }
 
-template <class Tile, class Out, class Epilogue>
+template <class Tile, class Pattern, class Out, class Epilogue>
 status launch_nm_linear(const sparse_linear_problem<typename Tile::element_type>& p, Out* y, std::int64_t ld_y, const Epilogue& epilogue,
                         cudaStream_t stream) {
-  FRUGAL_TRY((frugal::detail::allow_dynamic_shared_once<nm_linear_kernel<Tile, Out, Epilogue>>(Tile::shared_bytes)));
+  FRUGAL_TRY((frugal::detail::allow_dynamic_shared_once<nm_linear_kernel<Tile, Pattern, Out, Epilogue>>(Tile::shared_bytes)));
   const std::int64_t tiles = ((p.out + Tile::block_m - 1) / Tile::block_m) * ((p.tokens + Tile::block_n - 1) / Tile::block_n);
   if (tiles > INT32_MAX) return status::invalid("frugal::sparse::nm_linear: more than 2^31 - 1 tiles");
-  return launch(nm_linear_kernel<Tile, Out, Epilogue>,
+  return launch(nm_linear_kernel<Tile, Pattern, Out, Epilogue>,
                 launch_config{dim3(unsigned(tiles)), dim3(Tile::threads), std::size_t(Tile::shared_bytes), stream}, p, y, ld_y, epilogue);
 }
 
 }  // namespace detail
 
-//! Y = epilogue(X W^T): X [tokens, K] (row-major, ld_x), W [out, K] 2:4-sparse given by its
+//! Y = epilogue(X W^T): X [tokens, K] (row-major, ld_x), W [out, K] N:M-sparse given by its
 //! canonical values [out, ld_values] and indices [out, ld_indices] (nm_prune / nm_compress /
-//! srste_step write them), Y [tokens, out] row-major. T: __half or __nv_bfloat16 (X and the
-//! values); Out: float, __half, __nv_bfloat16. The epilogue sees (row = token, col = feature):
-//! linear_epilogue gives bias per column (feature), activation, alpha, and beta C for a residual
-//! [tokens, out]. K any size (padded windows contribute zeros); deterministic.
+//! srste_step write them), Y [tokens, out] row-major. 2:4 runs as stored; patterns with at most
+//! two kept values per window (1:4, 2:8, 1:8, 2:16, 1:16) are read compactly (2:8: 0.28 of the
+//! dense bytes against 2:4's 0.56) and expanded to the 2:4 operand in shared memory. T: __half
+//! or __nv_bfloat16 (X and the values); Out: float, __half, __nv_bfloat16. The epilogue sees
+//! (row = token, col = feature): linear_epilogue gives bias per column (feature), activation,
+//! alpha, and beta C for a residual [tokens, out]. K any size (padding contributes zeros);
+//! deterministic.
 template <class Pattern, class TX, class T, class Out, class Epilogue = linear_epilogue<>>
 status nm_linear(matrix_ref<TX> x, const T* values, std::int64_t ld_values, const std::uint32_t* indices, std::int64_t ld_indices,
                  matrix_ref<Out> y, std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& epilogue = {},
                  cudaStream_t stream = nullptr) {
-  static_assert(std::is_same_v<Pattern, nm<2, 4>>, "frugal::sparse::nm_linear: the sparse tensor cores run 2:4 (Pattern nm<2, 4>)");
+  static_assert(is_nm_v<Pattern>, "frugal::sparse::nm_linear: Pattern must be frugal::sparse::nm<N, M>");
+  static_assert(Pattern::n <= 2, "frugal::sparse::nm_linear: on the 2:4 tensor cores a window keeps at most 2 values (N <= 2)");
   static_assert(std::is_same_v<std::remove_const_t<TX>, T>, "frugal::sparse::nm_linear: X and the values must have the same element type");
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "frugal::sparse::nm_linear: X and W must be __half or __nv_bfloat16");
   static_assert(is_io_float_v<Out>, "frugal::sparse::nm_linear: Y must be float, __half or __nv_bfloat16");
@@ -108,21 +113,23 @@ status nm_linear(matrix_ref<TX> x, const T* values, std::int64_t ld_values, cons
   if (tokens == 0 || out == 0) return status{};
   if (!y.data || (k > 0 && (!x.data || !values || !indices))) return status::invalid("frugal::sparse::nm_linear: a pointer is null");
   if (k > 0 && x.ld < k) return status::invalid("frugal::sparse::nm_linear: ld_x must be >= K");
-  if (k > 0 && ld_values < Pattern::values_per_row(k)) return status::invalid("frugal::sparse::nm_linear: ld_values must be >= nm<2, 4>::values_per_row(K)");
+  if (k > 0 && ld_values < Pattern::values_per_row(k)) return status::invalid("frugal::sparse::nm_linear: ld_values must be >= nm<N, M>::values_per_row(K)");
   if (k > 0 && ld_indices < Pattern::index_words_per_row(k))
-    return status::invalid("frugal::sparse::nm_linear: ld_indices must be >= nm<2, 4>::index_words_per_row(K)");
+    return status::invalid("frugal::sparse::nm_linear: ld_indices must be >= nm<N, M>::index_words_per_row(K)");
   if (y.ld < epilogue_output_columns<Epilogue>(out)) return status::invalid("frugal::sparse::nm_linear: ld_y must be >= out");
   if (!is_aligned(x.data, sizeof(T)) || !is_aligned(values, sizeof(T)) || !is_aligned(indices, 4) || !is_aligned(y.data, sizeof(Out)))
     return status::misaligned("frugal::sparse::nm_linear: a pointer is not aligned to its element size");
-  const detail::sparse_linear_problem<T> p{x.data, x.ld, values, ld_values, indices, ld_indices, tokens, out, k,
-                                           is_aligned(x.data, 16) && is_aligned(values, 16) && (x.ld * 2) % 16 == 0 && (ld_values * 2) % 16 == 0};
-  if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>>(p, y.data, y.ld, epilogue, stream);
+  // cp.async for X, and for 2:4 values (compact patterns are read value by value and expanded).
+  const bool x_vector = is_aligned(x.data, 16) && (x.ld * 2) % 16 == 0;
+  const bool values_vector = !std::is_same_v<Pattern, nm<2, 4>> || (is_aligned(values, 16) && (ld_values * 2) % 16 == 0);
+  const detail::sparse_linear_problem<T> p{x.data, x.ld, values, ld_values, indices, ld_indices, tokens, out, k, x_vector && values_vector};
+  if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>, Pattern>(p, y.data, y.ld, epilogue, stream);
   int sms = 0;
   FRUGAL_TRY(frugal::detail::cached_multiprocessors(sms));
   using large = detail::sparse_tile_large<T>;
   if (((out + large::block_m - 1) / large::block_m) * ((tokens + large::block_n - 1) / large::block_n) >= sms)
-    return detail::launch_nm_linear<large>(p, y.data, y.ld, epilogue, stream);
-  return detail::launch_nm_linear<detail::sparse_tile_medium<T>>(p, y.data, y.ld, epilogue, stream);
+    return detail::launch_nm_linear<large, Pattern>(p, y.data, y.ld, epilogue, stream);
+  return detail::launch_nm_linear<detail::sparse_tile_medium<T>, Pattern>(p, y.data, y.ld, epilogue, stream);
 }
 
 }  // namespace frugal::sparse

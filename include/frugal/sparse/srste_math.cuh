@@ -3,8 +3,10 @@
 //! The arithmetic of one dynamic-sparse-training step in the style of SR-STE (Zhou et al., ICLR
 //! 2021, "Learning N:M fine-grained structured sparse neural networks from scratch"), at thread
 //! level: the sparse-refined gradient and the optimizer updates (SGD with momentum, AdamW), each
-//! operation rounded exactly once in a fixed order, so the device, host SIMT and the reference
-//! agree bit for bit. docs/sparse.md has the math.
+//! operation rounded exactly once in a fixed order (explicit _rn intrinsics on the GPU, so
+//! --use_fast_math does not change them), so the device, host SIMT and the reference agree bit
+//! for bit. Flushing subnormals (-ftz=true, part of --use_fast_math) can still change results
+//! that pass through subnormals. docs/sparse.md has the math.
 #pragma once
 
 #include <frugal/config.cuh>
@@ -55,6 +57,20 @@ FRUGAL_HOST_DEVICE float add_rn(float a, float b) {
   return a + b;
 #endif
 }
+FRUGAL_HOST_DEVICE float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);  // correctly rounded even under -prec-div=false / --use_fast_math
+#else
+  return a / b;
+#endif
+}
+FRUGAL_HOST_DEVICE float sqrt_rn(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(a);
+#else
+  return std::sqrt(a);
+#endif
+}
 FRUGAL_HOST_DEVICE float fma_rn(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(a, b, c);
@@ -93,7 +109,7 @@ FRUGAL_HOST_DEVICE void optimizer_update(const adamw& o, const optimizer_constan
   v = detail::fma_rn(o.beta2, v, detail::mul_rn(1.0f - o.beta2, detail::mul_rn(g, g)));
   w = detail::fma_rn(-detail::mul_rn(o.lr, o.weight_decay), w, w);
   const float m_hat = detail::mul_rn(m, c.inv_bias1), v_hat = detail::mul_rn(v, c.inv_bias2);
-  w = detail::fma_rn(-o.lr, m_hat / detail::add_rn(std::sqrt(v_hat), o.eps), w);
+  w = detail::fma_rn(-o.lr, detail::div_rn(m_hat, detail::add_rn(detail::sqrt_rn(v_hat), o.eps)), w);
 }
 
 //! Whether an optimizer keeps a second state (AdamW's second moment).

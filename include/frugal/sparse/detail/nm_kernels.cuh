@@ -176,10 +176,11 @@ __global__ void __launch_bounds__(nm_threads)
     FRUGAL_UNROLL
     for (int j = 0; j < N; ++j) {
       const int p = int(packed_index<Pattern>(indices + r * ld_indices, window * N + j));
-      ascending = ascending && p > previous;
+      kept_value[j] = to_float(values[r * ld_values + window * N + j]);
+      // Ascending, and a value past K (padding) must be zero.
+      ascending = ascending && p > previous && (c0 + p < k || kept_value[j] == 0.0f);
       previous = p;
       kept |= 1u << p;
-      kept_value[j] = to_float(values[r * ld_values + window * N + j]);
     }
     if (!ascending) {
       report_problem(&report->invalid_windows, &report->first_invalid, r * k + c0);

@@ -37,20 +37,24 @@ struct srste_problem {
 };
 
 // The kept positions of a window of weights (magnitude, ties to the lower position, padding
-// never ahead of a real element); a NaN is reported and keeps nothing.
+// never ahead of a real element); a window holding a NaN keeps nothing. NaN positions go to
+// *nan_positions; those not in `reported` are counted in the report (a NaN weight that survives
+// the update is counted once per step).
 template <int N, int M>
-FRUGAL_DEVICE unsigned mask_of_weights(const float (&w)[M], int count, nm_report* report, std::int64_t first_position) {
+FRUGAL_DEVICE unsigned mask_of_weights(const float (&w)[M], int count, nm_report* report, std::int64_t first_position, unsigned reported,
+                                       unsigned* nan_positions) {
   float score[M];
-  bool nan = false;
+  unsigned nan = 0;
   FRUGAL_UNROLL
   for (int i = 0; i < M; ++i) {
-    nan = nan || (i < count && w[i] != w[i]);
+    nan |= unsigned(i < count && w[i] != w[i]) << i;
     score[i] = i < count ? fabsf(w[i]) : 0.0f;
   }
+  *nan_positions = nan;
   if (nan) {
     FRUGAL_UNROLL
     for (int i = 0; i < M; ++i)
-      if (i < count && w[i] != w[i]) report_problem(&report->nan_count, &report->first_nan, first_position + i);
+      if (((nan & ~reported) >> i) & 1u) report_problem(&report->nan_count, &report->first_nan, first_position + i);
     return 0u;
   }
   return select_window<N, M>(score) & ((1u << count) - 1u);
@@ -85,13 +89,14 @@ __global__ void __launch_bounds__(nm_threads)
     load_window<M>(p.state0 + at, 1, count, p.vector && count == M, 0.0f, s0);
     if constexpr (second) load_window<M>(p.state1 + at, 1, count, p.vector && count == M, 0.0f, s1);
     const std::int64_t first_position = r * p.k + c0;
-    const unsigned before = live ? mask_of_weights<N, M>(w, count, p.report, first_position) : 0u;
+    unsigned nan_before = 0, nan_after = 0;
+    const unsigned before = live ? mask_of_weights<N, M>(w, count, p.report, first_position, 0u, &nan_before) : 0u;
     FRUGAL_UNROLL
     for (int i = 0; i < M; ++i) {
       const float refined = srste_gradient(g[i], w[i], (before >> i) & 1u, sr);
       optimizer_update(opt, constants, refined, w[i], s0[i], s1[i]);
     }
-    const unsigned after = live ? mask_of_weights<N, M>(w, count, p.report, first_position) : 0u;
+    const unsigned after = live ? mask_of_weights<N, M>(w, count, p.report, first_position, nan_before, &nan_after) : 0u;
     const unsigned flips = __popc(before ^ after);
     const unsigned warp_flips = warp_sum(flips);
     if (lane_index() == 0 && warp_flips) atomicAdd(p.flips, static_cast<unsigned long long>(warp_flips));
@@ -147,8 +152,8 @@ FRUGAL_DEVICE void store_window4(unsigned kept, unsigned real, const float (&win
 // The transposable SR-STE step for N:4: a thread owns a 4 x 4 block (block4_of), finds the
 // block's pattern before and after the update (select_block4), and writes both W and W^T
 // compressed (index words zeroed beforehand, filled with atomic ORs).
-// (One block per SM is enough to bound the registers: the step keeps five 16-float blocks of a
-// thread in registers, and the default occupancy target would spill them.)
+// (A minimum of one block per SM: the step keeps five 16-float blocks of a thread in registers,
+// and without it ptxas held the kernel to 128 registers and spilled.)
 template <int N, class Optimizer, class G, class TV>
 __global__ void __launch_bounds__(nm_threads, 1)
     srste_transposable4_kernel(srste_problem<G, TV> p, TV* values_t, std::int64_t ld_values_t, std::uint32_t* indices_t,
@@ -173,13 +178,16 @@ __global__ void __launch_bounds__(nm_threads, 1)
         s1[i] = second && is_real ? p.state1[r * p.ld + c] : 0.0f;
       }
       const unsigned before = nan ? 0u : select_block4<N>(score);
+      unsigned nan_before = 0;
+      FRUGAL_UNROLL
+      for (int i = 0; i < 16; ++i) nan_before |= unsigned(((real >> i) & 1u) && w[i] != w[i]) << i;
       FRUGAL_UNROLL
       for (int i = 0; i < 16; ++i) {
         optimizer_update(opt, constants, srste_gradient(g[i], w[i], (before >> i) & 1u, sr), w[i], s0[i], s1[i]);
         score[i] = ((real >> i) & 1u) ? fabsf(w[i]) : -1.0f;
         if (((real >> i) & 1u) && w[i] != w[i]) {
           nan = true;
-          report_problem(&p.report->nan_count, &p.report->first_nan, (r0 + i / 4) * p.k + c0 + i % 4);
+          if (!((nan_before >> i) & 1u)) report_problem(&p.report->nan_count, &p.report->first_nan, (r0 + i / 4) * p.k + c0 + i % 4);
         }
       }
       const unsigned after = nan ? 0u : select_block4<N>(score);
@@ -249,6 +257,9 @@ __global__ void __launch_bounds__(nm_threads)
       }
     }
     const unsigned before = warp_any(nan) ? 0u : warp_transposable_greedy<N, M>(score);
+    unsigned nan_before = 0;
+    FRUGAL_UNROLL
+    for (int e = 0; e < E; ++e) nan_before |= unsigned(((real >> e) & 1u) && w[e] != w[e]) << e;
     nan = false;
     FRUGAL_UNROLL
     for (int e = 0; e < E; ++e) {
@@ -258,7 +269,7 @@ __global__ void __launch_bounds__(nm_threads)
       if (is_real && w[e] != w[e]) {
         nan = true;
         const int flat = lane * E + e;
-        report_problem(&p.report->nan_count, &p.report->first_nan, (r0 + flat / M) * p.k + c0 + flat % M);
+        if (!((nan_before >> e) & 1u)) report_problem(&p.report->nan_count, &p.report->first_nan, (r0 + flat / M) * p.k + c0 + flat % M);
       }
     }
     const bool nan_block = warp_any(nan);

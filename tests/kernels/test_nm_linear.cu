@@ -7,6 +7,8 @@
 #include <frugal/reference/sparse_nm.hpp>
 #include <frugal/sparse/nm_linear.cuh>
 
+#include <numeric>
+
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -64,9 +66,7 @@ void check_linear(std::int64_t tokens, std::int64_t out, std::int64_t k, const E
   device_buffer<T> d_x(x), d_values(w.values);
   device_buffer<std::uint32_t> d_indices(w.indices);
   device_buffer<Out> d_y(std::size_t(tokens * out));
-  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(frugal::row_major<const T>(d_x.data(), ld_x), d_values.data(), w.ld_values,
-                                                         d_indices.data(), w.ld_indices, frugal::row_major(d_y.data(), out), tokens, out, k,
-                                                         device_epilogue)));
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(frugal::row_major<const T>(d_x.data(), ld_x), frugal::sparse::nm_weight<T>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices, 0, 0}, frugal::row_major(d_y.data(), out), tokens, out, k, device_epilogue)));
   frugal::test::synchronize();
   std::vector<float> xf(std::size_t(tokens * k));
   for (std::int64_t t = 0; t < tokens; ++t)
@@ -149,20 +149,80 @@ TEST_CASE("nm_linear: bitwise deterministic, and arguments checked") {
   device_buffer<std::uint32_t> d_indices(w.indices);
   device_buffer<float> y1(8 * 64), y2(8 * 64);
   for (auto* y : {&y1, &y2})
-    FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(),
-                                                           w.ld_values, d_indices.data(), w.ld_indices, frugal::row_major(y->data(), 64), 8,
-                                                           64, 128)));
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices}, frugal::row_major(y->data(), 64), 8, 64, 128)));
   frugal::test::synchronize();
   const auto a = y1.download(), b = y2.download();
   CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
   auto message = [](const frugal::status& s) { return std::string(s.message()); };
-  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 100), d_values.data(), w.ld_values,
-                                                    d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
+  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 100), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices}, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
         "frugal::sparse::nm_linear: ld_x must be >= K");
-  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(), 10,
-                                                    d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
+  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), 10, d_indices.data(), w.ld_indices}, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
         "frugal::sparse::nm_linear: ld_values must be >= nm<N, M>::values_per_row(K)");
-  CHECK(!frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), d_values.data(), w.ld_values,
-                                             d_indices.data(), w.ld_indices, frugal::row_major(y1.data(), 63), 8, 64, 128)
+  CHECK(!frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices}, frugal::row_major(y1.data(), 63), 8, 64, 128)
               .ok());
+}
+
+TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot expert), 2:4 and 2:8, per-expert bias, exact on integers") {
+  auto run = [](auto pattern_tag, std::vector<int> counts, std::int64_t out, std::int64_t k, unsigned long long seed) {
+    using P = decltype(pattern_tag);
+    using T = __nv_bfloat16;
+    FRUGAL_SEEDED_RNG(rng, seed);
+    const int experts = int(counts.size());
+    std::vector<std::int32_t> offsets(1, 0), counts32;
+    for (int c : counts) {
+      counts32.push_back(c);
+      offsets.push_back(offsets.back() + (c + 15) / 16 * 16);  // segments padded to 16 rows
+    }
+    const std::int64_t rows = offsets.back();
+    INFO(P::n << ":" << P::m << " experts " << experts << " rows " << rows);
+    std::vector<sparse_weight<T>> weights;
+    for (int e = 0; e < experts; ++e) weights.push_back(make_weight<T, P>(rng, out, k, true));
+    const std::int64_t ldv = weights[0].ld_values, ldi = weights[0].ld_indices;
+    std::vector<T> values;
+    std::vector<std::uint32_t> indices;
+    for (const auto& w : weights) {
+      values.insert(values.end(), w.values.begin(), w.values.end());
+      indices.insert(indices.end(), w.indices.begin(), w.indices.end());
+    }
+    std::uniform_int_distribution<int> small(-3, 3);
+    std::vector<T> x(std::size_t(rows * k));
+    for (auto& v : x) v = frugal::from_float<T>(float(small(rng)));
+    std::vector<float> bias(std::size_t(experts * out));
+    for (auto& v : bias) v = float(small(rng));
+    device_buffer<T> d_x(x), d_values(values);
+    device_buffer<std::uint32_t> d_indices(indices);
+    device_buffer<float> d_bias(bias), d_y(std::size_t(rows * out));
+    device_buffer<std::int32_t> d_offsets(offsets), d_counts(counts32);
+    d_y.fill_bytes(0);
+    std::vector<float> y_untouched(std::size_t(rows * out), 0.0f);
+    frugal::gemm_groups<std::int32_t> groups;
+    groups.offsets = d_offsets.data();
+    groups.counts = d_counts.data();
+    groups.groups = experts;
+    groups.rows = rows;
+    frugal::linear_epilogue<float, float> e;
+    e.bias = d_bias.data();
+    e.bias_on = frugal::bias_kind::per_column;
+    e.bias_group_stride = out;
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_grouped_linear<P>(frugal::row_major<const T>(d_x.data(), k),
+                                                            frugal::sparse::nm_weight<T>{d_values.data(), ldv, d_indices.data(), ldi, 0, 0},
+                                                            groups, frugal::row_major(d_y.data(), out), out, k, e)));
+    frugal::test::synchronize();
+    const auto got = d_y.download();
+    for (int g = 0; g < experts; ++g)
+      for (std::int64_t r = offsets[std::size_t(g)]; r < offsets[std::size_t(g) + 1]; ++r)
+        for (std::int64_t f = 0; f < out; ++f) {
+          float want = 0.0f;
+          if (r < offsets[std::size_t(g)] + counts[std::size_t(g)]) {
+            for (std::int64_t i = 0; i < k; ++i) want += frugal::to_float(x[std::size_t(r * k + i)]) * weights[std::size_t(g)].dense[std::size_t(f * k + i)];
+            want += bias[std::size_t(g * out + f)];
+          }
+          INFO("expert " << g << " row " << r << " feature " << f);
+          REQUIRE(got[std::size_t(r * out + f)] == want);  // padding rows stay 0
+        }
+  };
+  run(nm<2, 4>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 500);
+  run(nm<2, 8>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 501);
+  run(nm<2, 4>{}, {2, 1, 1, 3}, 64, 128, 502);            // decoding: a few tokens per expert
+  run(nm<2, 4>{}, {0, 0, 300, 0}, 40, 64, 503);           // one hot expert
 }

@@ -18,6 +18,7 @@
 #include <frugal/gemm/detail/gemm_checks.cuh>
 #include <frugal/gemm/detail/gemm_kernels.cuh>
 #include <frugal/gemm/gemm_config.cuh>
+#include <frugal/gemm/grouped_gemm.cuh>
 #include <frugal/sparse/block_sparse_gemm.cuh>
 #include <frugal/sparse/nm.cuh>
 
@@ -25,6 +26,19 @@
 #include <type_traits>
 
 namespace frugal::sparse {
+
+//! A compressed N:M weight W [out, K] in the canonical format: values [out, ld_values] and
+//! indices [out, ld_indices]. For a grouped product, expert g's weight starts values_stride and
+//! indices_stride elements after expert g - 1's (0: packed, out * ld).
+template <class T>
+struct nm_weight {
+  const T* values = nullptr;
+  std::int64_t ld_values = 0;
+  const std::uint32_t* indices = nullptr;
+  std::int64_t ld_indices = 0;
+  std::int64_t values_stride = 0;
+  std::int64_t indices_stride = 0;
+};
 
 namespace detail {
 
@@ -75,6 +89,31 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   });
 }
 
+// Grouped: token tiles per group (find_group_tile), feature tiles across; expert g's weight.
+template <class Tile, class Pattern, class OffsetT, class Out, class Epilogue>
+__global__ void __launch_bounds__(Tile::threads, 1)
+    nm_grouped_linear_kernel(sparse_linear_problem<typename Tile::element_type> p, gemm_groups<OffsetT> groups, std::int64_t values_stride,
+                             std::int64_t indices_stride, Out* y, std::int64_t ld_y, Epilogue epilogue) {
+  using gemm = block_sparse_gemm<Tile, Pattern>;
+  const std::int64_t tiles_m = (p.out + Tile::block_m - 1) / Tile::block_m;
+  const long long tn = (long long)(blockIdx.x / tiles_m), tm = (long long)(blockIdx.x % tiles_m);
+  int group, cols;
+  std::int64_t col0;
+  if (!frugal::detail::find_group_tile<Tile::threads, Tile::block_n>(groups, tn, group, col0, cols)) return;
+  const std::int64_t row0 = tm * Tile::block_m;
+  const int rows = int(p.out - row0 < Tile::block_m ? p.out - row0 : Tile::block_m);
+  gemm g(*dynamic_shared<typename gemm::TempStorage>());
+  typename gemm::accumulators acc;
+  acc.clear();
+  g.multiply({p.values + group * values_stride + row0 * p.ld_values, p.ld_values, p.indices + group * indices_stride + row0 * p.ld_indices,
+              p.ld_indices, rows, p.x + col0 * p.ld_x, p.ld_x, cols, p.k, p.vector_loads},
+             acc);
+  g.for_each(acc, rows, cols, [&](int m, int n, float v) {
+    const std::int64_t token = col0 + n, feature = row0 + m;
+    y[token * ld_y + feature] = from_float<Out>(epilogue(v, token, feature, group));
+  });
+}
+
 template <class Tile, class Pattern, class Out, class Epilogue>
 status launch_nm_linear(const sparse_linear_problem<typename Tile::element_type>& p, Out* y, std::int64_t ld_y, const Epilogue& epilogue,
                         cudaStream_t stream) {
@@ -87,42 +126,66 @@ status launch_nm_linear(const sparse_linear_problem<typename Tile::element_type>
 
 }  // namespace detail
 
-//! Y = epilogue(X W^T): X [tokens, K] (row-major, ld_x), W [out, K] N:M-sparse given by its
-//! canonical values [out, ld_values] and indices [out, ld_indices] (nm_prune / nm_compress /
-//! srste_step write them), Y [tokens, out] row-major. 2:4 runs as stored; patterns with at most
-//! two kept values per window (1:4, 2:8, 1:8, 2:16, 1:16) are read compactly (2:8: 0.28 of the
-//! dense bytes against 2:4's 0.56) and expanded to the 2:4 operand in shared memory. T: __half
-//! or __nv_bfloat16 (X and the values); Out: float, __half, __nv_bfloat16. The epilogue sees
-//! (row = token, col = feature): linear_epilogue gives bias per column (feature), activation,
-//! alpha, and beta C for a residual [tokens, out]. K any size (padding contributes zeros);
-//! deterministic.
-template <class Pattern, class TX, class T, class Out, class Epilogue = linear_epilogue<>>
-status nm_linear(matrix_ref<TX> x, const T* values, std::int64_t ld_values, const std::uint32_t* indices, std::int64_t ld_indices,
-                 matrix_ref<Out> y, std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& epilogue = {},
-                 cudaStream_t stream = nullptr) {
+namespace detail {
+template <class Pattern, class T, class Out, class Epilogue>
+status check_nm_linear(bool grouped, const matrix_ref<const T>& x, const nm_weight<T>& w, const matrix_ref<Out>& y, std::int64_t tokens,
+                       std::int64_t out, std::int64_t k, const Epilogue& epilogue) {
+#define FRUGAL_NM_MESSAGE(text) (grouped ? "frugal::sparse::nm_grouped_linear: " text : "frugal::sparse::nm_linear: " text)
+  if (tokens < 0 || out < 0 || k < 0) return status::invalid(FRUGAL_NM_MESSAGE("tokens, out and K must be >= 0"));
+  if (tokens > INT32_MAX || out > INT32_MAX) return status::invalid(FRUGAL_NM_MESSAGE("tokens and out must fit in int32"));
+  if (x.order != matrix_order::row_major || y.order != matrix_order::row_major)
+    return status::invalid(FRUGAL_NM_MESSAGE("X and Y must be row-major"));
+  if (const char* why = frugal::detail::epilogue_invalid(epilogue, tokens, out, 0)) return status::invalid(why);
+  if (w.values_stride < 0 || w.indices_stride < 0) return status::invalid(FRUGAL_NM_MESSAGE("weight strides must be >= 0"));
+  if (tokens == 0 || out == 0) return status{};
+  if (!y.data || (k > 0 && (!x.data || !w.values || !w.indices))) return status::invalid(FRUGAL_NM_MESSAGE("a pointer is null"));
+  if (k > 0 && x.ld < k) return status::invalid(FRUGAL_NM_MESSAGE("ld_x must be >= K"));
+  if (k > 0 && w.ld_values < Pattern::values_per_row(k)) return status::invalid(FRUGAL_NM_MESSAGE("ld_values must be >= nm<N, M>::values_per_row(K)"));
+  if (k > 0 && w.ld_indices < Pattern::index_words_per_row(k))
+    return status::invalid(FRUGAL_NM_MESSAGE("ld_indices must be >= nm<N, M>::index_words_per_row(K)"));
+  if (y.ld < epilogue_output_columns<Epilogue>(out)) return status::invalid(FRUGAL_NM_MESSAGE("ld_y must be >= out"));
+  if (!is_aligned(x.data, sizeof(T)) || !is_aligned(w.values, sizeof(T)) || !is_aligned(w.indices, 4) || !is_aligned(y.data, sizeof(Out)))
+    return status::misaligned(FRUGAL_NM_MESSAGE("a pointer is not aligned to its element size"));
+#undef FRUGAL_NM_MESSAGE
+  return status{};
+}
+
+// cp.async for X, and for 2:4 values (compact patterns are read value by value and expanded).
+template <class Pattern, class T>
+sparse_linear_problem<T> nm_problem(const matrix_ref<const T>& x, const nm_weight<T>& w, std::int64_t tokens, std::int64_t out, std::int64_t k) {
+  const bool x_vector = is_aligned(x.data, 16) && (x.ld * 2) % 16 == 0;
+  const bool values_vector = !std::is_same_v<Pattern, nm<2, 4>> ||
+                             (is_aligned(w.values, 16) && (w.ld_values * 2) % 16 == 0 && (w.values_stride * 2) % 16 == 0);
+  return {x.data, x.ld, w.values, w.ld_values, w.indices, w.ld_indices, tokens, out, k, x_vector && values_vector};
+}
+
+template <class Pattern, class TX, class T, class Out>
+void check_types() {
   static_assert(is_nm_v<Pattern>, "frugal::sparse::nm_linear: Pattern must be frugal::sparse::nm<N, M>");
   static_assert(Pattern::n <= 2, "frugal::sparse::nm_linear: on the 2:4 tensor cores a window keeps at most 2 values (N <= 2)");
   static_assert(std::is_same_v<std::remove_const_t<TX>, T>, "frugal::sparse::nm_linear: X and the values must have the same element type");
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "frugal::sparse::nm_linear: X and W must be __half or __nv_bfloat16");
   static_assert(is_io_float_v<Out>, "frugal::sparse::nm_linear: Y must be float, __half or __nv_bfloat16");
-  if (tokens < 0 || out < 0 || k < 0) return status::invalid("frugal::sparse::nm_linear: tokens, out and K must be >= 0");
-  if (tokens > INT32_MAX || out > INT32_MAX) return status::invalid("frugal::sparse::nm_linear: tokens and out must fit in int32");
-  if (x.order != matrix_order::row_major || y.order != matrix_order::row_major)
-    return status::invalid("frugal::sparse::nm_linear: X and Y must be row-major");
-  if (const char* why = frugal::detail::epilogue_invalid(epilogue, tokens, out, 0)) return status::invalid(why);
+}
+}  // namespace detail
+
+//! Y = epilogue(X W^T): X [tokens, K] (row-major), W [out, K] N:M-sparse in the canonical format
+//! (nm_prune / nm_compress / srste_step write it), Y [tokens, out] row-major. 2:4 runs as
+//! stored; patterns with at most two kept values per window (1:4, 2:8, 1:8, 2:16, 1:16) are read
+//! compactly (2:8: 0.28 of the dense bytes against 2:4's 0.56) and expanded to the 2:4 operand in
+//! shared memory. T: __half or __nv_bfloat16 (X and the values); Out: float, __half,
+//! __nv_bfloat16. The epilogue sees (row = token, col = feature): linear_epilogue gives bias per
+//! column (feature), activation, alpha, and beta C for a residual [tokens, out]. K any size
+//! (padding contributes zeros); deterministic. The backward dX = dY W is the same call with W^T
+//! compressed (srste_step_transposable writes it) and dY as X.
+template <class Pattern, class TX, class T, class Out, class Epilogue = linear_epilogue<>>
+status nm_linear(matrix_ref<TX> x, const nm_weight<T>& w, matrix_ref<Out> y, std::int64_t tokens, std::int64_t out, std::int64_t k,
+                 const Epilogue& epilogue = {}, cudaStream_t stream = nullptr) {
+  detail::check_types<Pattern, TX, T, Out>();
+  const matrix_ref<const T> cx{x.data, x.ld, x.order};
+  FRUGAL_TRY(detail::check_nm_linear<Pattern>(false, cx, w, y, tokens, out, k, epilogue));
   if (tokens == 0 || out == 0) return status{};
-  if (!y.data || (k > 0 && (!x.data || !values || !indices))) return status::invalid("frugal::sparse::nm_linear: a pointer is null");
-  if (k > 0 && x.ld < k) return status::invalid("frugal::sparse::nm_linear: ld_x must be >= K");
-  if (k > 0 && ld_values < Pattern::values_per_row(k)) return status::invalid("frugal::sparse::nm_linear: ld_values must be >= nm<N, M>::values_per_row(K)");
-  if (k > 0 && ld_indices < Pattern::index_words_per_row(k))
-    return status::invalid("frugal::sparse::nm_linear: ld_indices must be >= nm<N, M>::index_words_per_row(K)");
-  if (y.ld < epilogue_output_columns<Epilogue>(out)) return status::invalid("frugal::sparse::nm_linear: ld_y must be >= out");
-  if (!is_aligned(x.data, sizeof(T)) || !is_aligned(values, sizeof(T)) || !is_aligned(indices, 4) || !is_aligned(y.data, sizeof(Out)))
-    return status::misaligned("frugal::sparse::nm_linear: a pointer is not aligned to its element size");
-  // cp.async for X, and for 2:4 values (compact patterns are read value by value and expanded).
-  const bool x_vector = is_aligned(x.data, 16) && (x.ld * 2) % 16 == 0;
-  const bool values_vector = !std::is_same_v<Pattern, nm<2, 4>> || (is_aligned(values, 16) && (ld_values * 2) % 16 == 0);
-  const detail::sparse_linear_problem<T> p{x.data, x.ld, values, ld_values, indices, ld_indices, tokens, out, k, x_vector && values_vector};
+  const auto p = detail::nm_problem<Pattern>(cx, w, tokens, out, k);
   if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>, Pattern>(p, y.data, y.ld, epilogue, stream);
   int sms = 0;
   FRUGAL_TRY(frugal::detail::cached_multiprocessors(sms));
@@ -130,6 +193,49 @@ status nm_linear(matrix_ref<TX> x, const T* values, std::int64_t ld_values, cons
   if (((out + large::block_m - 1) / large::block_m) * ((tokens + large::block_n - 1) / large::block_n) >= sms)
     return detail::launch_nm_linear<large, Pattern>(p, y.data, y.ld, epilogue, stream);
   return detail::launch_nm_linear<detail::sparse_tile_medium<T>, Pattern>(p, y.data, y.ld, epilogue, stream);
+}
+
+namespace detail {
+template <class Tile, class Pattern, class OffsetT, class Out, class Epilogue>
+status launch_nm_grouped_linear(const sparse_linear_problem<typename Tile::element_type>& p, const gemm_groups<OffsetT>& groups,
+                                std::int64_t values_stride, std::int64_t indices_stride, Out* y, std::int64_t ld_y, const Epilogue& epilogue,
+                                cudaStream_t stream) {
+  FRUGAL_TRY((frugal::detail::allow_dynamic_shared_once<nm_grouped_linear_kernel<Tile, Pattern, OffsetT, Out, Epilogue>>(Tile::shared_bytes)));
+  const std::int64_t tiles_n = (groups.rows + Tile::block_n - 1) / Tile::block_n + groups.groups;  // every group's last tile may be partial
+  const std::int64_t tiles = tiles_n * ((p.out + Tile::block_m - 1) / Tile::block_m);
+  if (tiles > INT32_MAX) return status::invalid("frugal::sparse::nm_grouped_linear: more than 2^31 - 1 tiles");
+  return launch(nm_grouped_linear_kernel<Tile, Pattern, OffsetT, Out, Epilogue>,
+                launch_config{dim3(unsigned(tiles)), dim3(Tile::threads), std::size_t(Tile::shared_bytes), stream}, p, groups, values_stride,
+                indices_stride, y, ld_y, epilogue);
+}
+}  // namespace detail
+
+//! Per group g (an expert of a dispatch plan, gemm_groups' rules): Y[rows of g] = epilogue(X[rows
+//! of g] W_g^T), W_g = expert g's compressed N:M weight (w.values + g * values_stride, w.indices +
+//! g * indices_stride; strides 0: packed). X [groups.rows, K], Y [groups.rows, out]; rows no group
+//! covers are not written; the epilogue gets the group (per-expert bias: bias_group_stride). The
+//! sparse grouped GEMM of a Mixture-of-Experts layer with N:M experts; otherwise as nm_linear.
+template <class Pattern, class TX, class T, class OffsetT, class Out, class Epilogue = linear_epilogue<>>
+status nm_grouped_linear(matrix_ref<TX> x, const nm_weight<T>& w, const gemm_groups<OffsetT>& groups, matrix_ref<Out> y, std::int64_t out,
+                         std::int64_t k, const Epilogue& epilogue = {}, cudaStream_t stream = nullptr) {
+  detail::check_types<Pattern, TX, T, Out>();
+  static_assert(std::is_same_v<OffsetT, std::int32_t> || std::is_same_v<OffsetT, std::int64_t>,
+                "frugal::sparse::nm_grouped_linear: offsets must be int32 or int64");
+  if (groups.groups < 0 || groups.groups > 65536) return status::invalid("frugal::sparse::nm_grouped_linear: groups must be in [0, 65536]");
+  if (groups.groups > 0 && groups.offsets == nullptr && (groups.counts == nullptr || groups.capacity < 1))
+    return status::invalid("frugal::sparse::nm_grouped_linear: give offsets, or counts with a capacity >= 1 (the masked layout)");
+  const matrix_ref<const T> cx{x.data, x.ld, x.order};
+  FRUGAL_TRY(detail::check_nm_linear<Pattern>(true, cx, w, y, groups.rows, out, k, epilogue));
+  if (groups.rows == 0 || out == 0 || groups.groups == 0) return status{};
+  const auto p = detail::nm_problem<Pattern>(cx, w, groups.rows, out, k);
+  const std::int64_t values_stride = w.values_stride > 0 ? w.values_stride : out * w.ld_values;
+  const std::int64_t indices_stride = w.indices_stride > 0 ? w.indices_stride : out * w.ld_indices;
+  // Few rows per expert (decoding): the 16-token tile; otherwise the 64-token one.
+  if (groups.rows <= 16 * std::int64_t(groups.groups))
+    return detail::launch_nm_grouped_linear<detail::sparse_tile_decode<T>, Pattern>(p, groups, values_stride, indices_stride, y.data, y.ld,
+                                                                                    epilogue, stream);
+  return detail::launch_nm_grouped_linear<detail::sparse_tile_medium<T>, Pattern>(p, groups, values_stride, indices_stride, y.data, y.ld,
+                                                                                  epilogue, stream);
 }
 
 }  // namespace frugal::sparse

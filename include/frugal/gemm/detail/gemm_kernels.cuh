@@ -99,48 +99,59 @@ FRUGAL_DEVICE void group_segment(const gemm_groups<OffsetT>& groups, int g, std:
   rows = r;
 }
 
-template <class Tile, class OffsetT, class Out, class Epilogue>
-__global__ void __launch_bounds__(Tile::threads)
-    grouped_gemm_kernel(gemm_problem<typename Tile::element_type> p, gemm_groups<OffsetT> groups, Out* d, std::int64_t ldd,
-                        Epilogue epilogue) {
-  using gemm = block_gemm<Tile>;
-  using scan = block_scan<long long, Tile::threads>;
+// Which group's which row-tile is tile `t` of a grouped product whose groups are cut into tiles
+// of BlockRows rows: each thread counts the tiles of a run of groups, a block scan places the
+// runs, and the thread whose run holds t walks it. False (for every thread) when t lies past the
+// groups' tiles. Every thread of the 1D block of Threads threads calls it.
+template <int Threads, int BlockRows, class OffsetT>
+FRUGAL_DEVICE bool find_group_tile(const gemm_groups<OffsetT>& groups, long long t, int& group, std::int64_t& row0, int& rows) {
+  using scan = block_scan<long long, Threads>;
   __shared__ typename scan::TempStorage scan_storage;
-  __shared__ long long found[3];  // group, first row, rows of this block's tile
-  const std::int64_t tiles_n = (p.n + Tile::block_n - 1) / Tile::block_n;
-  const long long tm = (long long)(blockIdx.x / tiles_n), tn = (long long)(blockIdx.x % tiles_n);
-
-  // Which group's which M-tile is tile tm: each thread counts the tiles of a run of groups, a
-  // block scan places the runs, and the thread whose run holds tm walks it.
-  const int tid = int(threadIdx.x), per_thread = (groups.groups + Tile::threads - 1) / Tile::threads;
+  __shared__ long long found[3];  // group, first row, rows of tile t
+  const int tid = int(threadIdx.x), per_thread = (groups.groups + Threads - 1) / Threads;
   const int first = tid * per_thread;
   long long mine = 0, total = 0;
   for (int g = first; g < first + per_thread && g < groups.groups; ++g) {
-    std::int64_t start, rows;
-    group_segment(groups, g, start, rows);
-    mine += (rows + Tile::block_m - 1) / Tile::block_m;
+    std::int64_t start, count;
+    group_segment(groups, g, start, count);
+    mine += (count + BlockRows - 1) / BlockRows;
   }
   long long before = scan(scan_storage).exclusive_sum(mine, total);
-  if (tm >= total) return;  // past the tiles the groups use: the whole block leaves after the scan
-  if (before <= tm && tm < before + mine) {
+  if (t >= total) return false;
+  if (before <= t && t < before + mine) {
     for (int g = first; g < first + per_thread && g < groups.groups; ++g) {
-      std::int64_t start, rows;
-      group_segment(groups, g, start, rows);
-      const long long tiles = (rows + Tile::block_m - 1) / Tile::block_m;
-      if (tm < before + tiles) {
-        const long long local = tm - before;
+      std::int64_t start, count;
+      group_segment(groups, g, start, count);
+      const long long tiles = (count + BlockRows - 1) / BlockRows;
+      if (t < before + tiles) {
+        const long long local = t - before;
         found[0] = g;
-        found[1] = start + local * Tile::block_m;
-        found[2] = rows - local * Tile::block_m < Tile::block_m ? rows - local * Tile::block_m : Tile::block_m;
+        found[1] = start + local * BlockRows;
+        found[2] = count - local * BlockRows < BlockRows ? count - local * BlockRows : BlockRows;
         break;
       }
       before += tiles;
     }
   }
   __syncthreads();
-  const int group = int(found[0]);
-  const std::int64_t row0 = found[1], col0 = tn * Tile::block_n;
-  const int rows = int(found[2]);
+  group = int(found[0]);
+  row0 = found[1];
+  rows = int(found[2]);
+  return true;
+}
+
+template <class Tile, class OffsetT, class Out, class Epilogue>
+__global__ void __launch_bounds__(Tile::threads)
+    grouped_gemm_kernel(gemm_problem<typename Tile::element_type> p, gemm_groups<OffsetT> groups, Out* d, std::int64_t ldd,
+                        Epilogue epilogue) {
+  using gemm = block_gemm<Tile>;
+  const std::int64_t tiles_n = (p.n + Tile::block_n - 1) / Tile::block_n;
+  const long long tm = (long long)(blockIdx.x / tiles_n), tn = (long long)(blockIdx.x % tiles_n);
+  int group, rows;
+  std::int64_t row0;
+  // Past the tiles the groups use: the whole block leaves after the scan.
+  if (!find_group_tile<Tile::threads, Tile::block_m>(groups, tm, group, row0, rows)) return;
+  const std::int64_t col0 = tn * Tile::block_n;
   const int cols = int(p.n - col0 < Tile::block_n ? p.n - col0 : Tile::block_n);
   const std::int64_t b_stride = groups.b_stride > 0 ? groups.b_stride : p.n * p.k;
   const typename Tile::element_type* b = p.b + group * b_stride + (Tile::b_layout == matrix_order::col_major ? col0 * p.ldb : col0);

@@ -66,7 +66,13 @@ void check_linear(std::int64_t tokens, std::int64_t out, std::int64_t k, const E
   device_buffer<T> d_x(x), d_values(w.values);
   device_buffer<std::uint32_t> d_indices(w.indices);
   device_buffer<Out> d_y(std::size_t(tokens * out));
-  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(frugal::row_major<const T>(d_x.data(), ld_x), frugal::sparse::nm_weight<T>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices, 0, 0}, frugal::row_major(d_y.data(), out), tokens, out, k, device_epilogue)));
+  const frugal::sparse::nm_weight<T> weight{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices, 0, 0};
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(nullptr, bytes, frugal::row_major<const T>(d_x.data(), ld_x), weight,
+                                                  frugal::row_major(d_y.data(), out), tokens, out, k, device_epilogue)));
+  device_buffer<unsigned char> workspace(bytes);
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(workspace.data(), bytes, frugal::row_major<const T>(d_x.data(), ld_x), weight,
+                                                  frugal::row_major(d_y.data(), out), tokens, out, k, device_epilogue)));
   frugal::test::synchronize();
   std::vector<float> xf(std::size_t(tokens * k));
   for (std::int64_t t = 0; t < tokens; ++t)
@@ -88,14 +94,16 @@ void check_linear(std::int64_t tokens, std::int64_t out, std::int64_t k, const E
 
 }  // namespace
 
-TEST_CASE("nm_linear: shapes (decode 1..16 tokens, prefill, primes, tile edges, K tails), bf16 and f16, exact on small integers") {
+TEST_CASE("nm_linear: shapes (decode 1..16 tokens with and without split-K, prefill, primes, tile edges, K tails), bf16 and f16, exact on small integers") {
   const frugal::linear_epilogue<> plain;
   unsigned long long seed = 100;
   struct shape {
     std::int64_t tokens, out, k;
   };
   for (const shape s : {shape{1, 16, 32}, {1, 1, 8}, {3, 48, 70}, {7, 61, 13}, {16, 64, 128}, {16, 200, 96}, {17, 65, 100}, {33, 130, 256},
-                        {100, 130, 250}, {128, 128, 64}, {256, 256, 192}, {5, 300, 1}}) {
+                        {100, 130, 250}, {128, 128, 64}, {256, 256, 192}, {5, 300, 1},
+                        // few feature tiles and a long K: split-K decode (the emulated device has 4 SMs)
+                        {4, 64, 1024}, {16, 100, 2048}, {1, 1, 512}, {9, 70, 1000}}) {
     check_linear<__nv_bfloat16, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
     check_linear<__half, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
   }
@@ -148,17 +156,49 @@ TEST_CASE("nm_linear: bitwise deterministic, and arguments checked") {
   device_buffer<__nv_bfloat16> d_x(x), d_values(w.values);
   device_buffer<std::uint32_t> d_indices(w.indices);
   device_buffer<float> y1(8 * 64), y2(8 * 64);
+  const frugal::sparse::nm_weight<__nv_bfloat16> weight{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices, 0, 0};
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(nullptr, bytes, frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), weight,
+                                                         frugal::row_major(y1.data(), 64), 8, 64, 128)));
+  device_buffer<unsigned char> workspace(bytes);
   for (auto* y : {&y1, &y2})
-    FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices}, frugal::row_major(y->data(), 64), 8, 64, 128)));
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(workspace.data(), bytes, frugal::row_major<const __nv_bfloat16>(d_x.data(), 128),
+                                                           weight, frugal::row_major(y->data(), 64), 8, 64, 128)));
   frugal::test::synchronize();
   const auto a = y1.download(), b = y2.download();
   CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  {  // with split-K (random data: the split order is fixed, so are the bits)
+    const auto wide = make_weight<__nv_bfloat16>(rng, 64, 2048, false);
+    std::vector<__nv_bfloat16> xw(4 * 2048);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto& v : xw) v = frugal::from_float<__nv_bfloat16>(normal(rng));
+    device_buffer<__nv_bfloat16> d_xw(xw), d_vw(wide.values);
+    device_buffer<std::uint32_t> d_iw(wide.indices);
+    device_buffer<float> s1(4 * 64), s2(4 * 64);
+    const frugal::sparse::nm_weight<__nv_bfloat16> ww{d_vw.data(), wide.ld_values, d_iw.data(), wide.ld_indices, 0, 0};
+    std::size_t split_bytes = 0;
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(nullptr, split_bytes, frugal::row_major<const __nv_bfloat16>(d_xw.data(), 2048), ww,
+                                                           frugal::row_major(s1.data(), 64), 4, 64, 2048)));
+    CHECK(split_bytes > 16u);  // the emulated device's 4 SMs against one feature tile: a split
+    device_buffer<unsigned char> split_workspace(split_bytes);
+    for (auto* y : {&s1, &s2})
+      FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(split_workspace.data(), split_bytes,
+                                                             frugal::row_major<const __nv_bfloat16>(d_xw.data(), 2048), ww,
+                                                             frugal::row_major(y->data(), 64), 4, 64, 2048)));
+    frugal::test::synchronize();
+    const auto c = s1.download(), d = s2.download();
+    CHECK(std::memcmp(c.data(), d.data(), c.size() * 4) == 0);
+  }
   auto message = [](const frugal::status& s) { return std::string(s.message()); };
-  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 100), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices}, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
+  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(workspace.data(), bytes, frugal::row_major<const __nv_bfloat16>(d_x.data(), 100), weight,
+                                                    frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
         "frugal::sparse::nm_linear: ld_x must be >= K");
-  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), 10, d_indices.data(), w.ld_indices}, frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
+  CHECK(message(frugal::sparse::nm_linear<nm<2, 4>>(workspace.data(), bytes, frugal::row_major<const __nv_bfloat16>(d_x.data(), 128),
+                                                    frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), 10, d_indices.data(), w.ld_indices},
+                                                    frugal::row_major(y1.data(), 64), 8, 64, 128)) ==
         "frugal::sparse::nm_linear: ld_values must be >= nm<N, M>::values_per_row(K)");
-  CHECK(!frugal::sparse::nm_linear<nm<2, 4>>(frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), frugal::sparse::nm_weight<__nv_bfloat16>{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices}, frugal::row_major(y1.data(), 63), 8, 64, 128)
+  CHECK(!frugal::sparse::nm_linear<nm<2, 4>>(workspace.data(), bytes, frugal::row_major<const __nv_bfloat16>(d_x.data(), 128), weight,
+                                             frugal::row_major(y1.data(), 63), 8, 64, 128)
               .ok());
 }
 

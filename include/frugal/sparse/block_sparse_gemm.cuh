@@ -102,8 +102,9 @@ class block_sparse_gemm {
     const T* x;
     std::int64_t ld_x;
     int cols;
-    std::int64_t k;
+    std::int64_t k;        //!< columns [k_begin, k) of W and X take part (K for the whole product)
     bool vector_loads;
+    std::int64_t k_begin;  //!< a multiple of 64 (split-K: each split its own range)
   };
 
   FRUGAL_DEVICE explicit block_sparse_gemm(TempStorage& storage) : smem_(storage.bytes) {}
@@ -111,17 +112,18 @@ class block_sparse_gemm {
   //! acc(m, n) += sum_k W[m, k] X[n, k] over the whole K. Ends with every copy landed and a
   //! barrier; begins without one (see block_gemm::multiply).
   FRUGAL_DEVICE void multiply(const operands& op, accumulators& acc) {
-    const std::int64_t k_tiles = (op.k + Tile::block_k - 1) / Tile::block_k;
+    const std::int64_t first = op.k_begin / Tile::block_k;
+    const std::int64_t k_tiles = (op.k + Tile::block_k - 1) / Tile::block_k - first;
     FRUGAL_UNROLL
     for (int s = 0; s < Tile::stages - 1; ++s) {
-      if (s < k_tiles) load_stage(op, s, s);
+      if (s < k_tiles) load_stage(op, first + s, s);
       cp_async_commit();
     }
     for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
       cp_async_wait<Tile::stages - 2>();
       __syncthreads();
       const std::int64_t next = kt + Tile::stages - 1;
-      if (next < k_tiles) load_stage(op, next, int(next % Tile::stages));
+      if (next < k_tiles) load_stage(op, first + next, int(next % Tile::stages));
       cp_async_commit();
       compute_stage(int(kt % Tile::stages), acc);
     }

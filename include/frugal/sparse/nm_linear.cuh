@@ -66,7 +66,8 @@ using sparse_tile_decode = sparse_gemm_tile<T, 64, 16, 4, 1, 4>;
 // (A minimum of one block per SM: without it ptxas held the expanding kernels to 128 registers and spilled.)
 template <class Tile, class Pattern, class Out, class Epilogue>
 __global__ void __launch_bounds__(Tile::threads, 1)
-    nm_linear_kernel(sparse_linear_problem<typename Tile::element_type> p, Out* y, std::int64_t ld_y, Epilogue epilogue) {
+    nm_linear_kernel(sparse_linear_problem<typename Tile::element_type> p, Out* y, std::int64_t ld_y, Epilogue epilogue, float* partial,
+                     int splits) {
   using gemm = block_sparse_gemm<Tile, Pattern>;
   const std::int64_t tiles_m = (p.out + Tile::block_m - 1) / Tile::block_m, tiles_n = (p.tokens + Tile::block_n - 1) / Tile::block_n;
   constexpr std::int64_t band = 8;  // feature tiles that sweep the tokens together (their W rows stay in L2)
@@ -76,17 +77,35 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   const std::int64_t row0 = tm * Tile::block_m, col0 = tn * Tile::block_n;
   const int rows = int(p.out - row0 < Tile::block_m ? p.out - row0 : Tile::block_m);
   const int cols = int(p.tokens - col0 < Tile::block_n ? p.tokens - col0 : Tile::block_n);
+  // Split-K: split blockIdx.y takes an equal run of 64-column steps.
+  const std::int64_t steps = (p.k + Tile::block_k - 1) / Tile::block_k, per_split = (steps + splits - 1) / splits;
+  const std::int64_t k_begin = blockIdx.y * per_split * Tile::block_k;
+  const std::int64_t k_end = (blockIdx.y + 1) * per_split * Tile::block_k < p.k ? (blockIdx.y + 1) * per_split * Tile::block_k : p.k;
   gemm g(*dynamic_shared<typename gemm::TempStorage>());
   typename gemm::accumulators acc;
   acc.clear();
-  g.multiply({p.values + row0 * p.ld_values, p.ld_values, p.indices + row0 * p.ld_indices, p.ld_indices, rows, p.x + col0 * p.ld_x, p.ld_x,
-              cols, p.k, p.vector_loads},
-             acc);
-  // Accumulator (feature m, token n) is Y[token, feature].
+  if (k_begin < k_end)
+    g.multiply({p.values + row0 * p.ld_values, p.ld_values, p.indices + row0 * p.ld_indices, p.ld_indices, rows, p.x + col0 * p.ld_x, p.ld_x,
+                cols, k_end, p.vector_loads, k_begin},
+               acc);
+  // Accumulator (feature m, token n) is Y[token, feature]; with splits, a partial sum to reduce.
   g.for_each(acc, rows, cols, [&](int m, int n, float v) {
     const std::int64_t token = col0 + n, feature = row0 + m;
-    y[token * ld_y + feature] = from_float<Out>(epilogue(v, token, feature, 0));
+    if (splits > 1) partial[(blockIdx.y * p.tokens + token) * p.out + feature] = v;
+    else y[token * ld_y + feature] = from_float<Out>(epilogue(v, token, feature, 0));
   });
+}
+
+// The split-K reduction: each output sums its splits in order (deterministic), then the epilogue.
+template <class Out, class Epilogue>
+__global__ void split_k_reduce_kernel(const float* partial, int splits, std::int64_t tokens, std::int64_t out, Out* y, std::int64_t ld_y,
+                                      Epilogue epilogue) {
+  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < tokens * out; i += std::int64_t(gridDim.x) * blockDim.x) {
+    float sum = partial[i];
+    for (int s = 1; s < splits; ++s) sum += partial[s * tokens * out + i];
+    const std::int64_t token = i / out, feature = i % out;
+    y[token * ld_y + feature] = from_float<Out>(epilogue(sum, token, feature, 0));
+  }
 }
 
 // Grouped: token tiles per group (find_group_tile), feature tiles across; expert g's weight.
@@ -106,7 +125,7 @@ __global__ void __launch_bounds__(Tile::threads, 1)
   typename gemm::accumulators acc;
   acc.clear();
   g.multiply({p.values + group * values_stride + row0 * p.ld_values, p.ld_values, p.indices + group * indices_stride + row0 * p.ld_indices,
-              p.ld_indices, rows, p.x + col0 * p.ld_x, p.ld_x, cols, p.k, p.vector_loads},
+              p.ld_indices, rows, p.x + col0 * p.ld_x, p.ld_x, cols, p.k, p.vector_loads, 0},
              acc);
   g.for_each(acc, rows, cols, [&](int m, int n, float v) {
     const std::int64_t token = col0 + n, feature = row0 + m;
@@ -116,12 +135,27 @@ __global__ void __launch_bounds__(Tile::threads, 1)
 
 template <class Tile, class Pattern, class Out, class Epilogue>
 status launch_nm_linear(const sparse_linear_problem<typename Tile::element_type>& p, Out* y, std::int64_t ld_y, const Epilogue& epilogue,
-                        cudaStream_t stream) {
+                        float* partial, int splits, cudaStream_t stream) {
   FRUGAL_TRY((frugal::detail::allow_dynamic_shared_once<nm_linear_kernel<Tile, Pattern, Out, Epilogue>>(Tile::shared_bytes)));
   const std::int64_t tiles = ((p.out + Tile::block_m - 1) / Tile::block_m) * ((p.tokens + Tile::block_n - 1) / Tile::block_n);
   if (tiles > INT32_MAX) return status::invalid("frugal::sparse::nm_linear: more than 2^31 - 1 tiles");
-  return launch(nm_linear_kernel<Tile, Pattern, Out, Epilogue>,
-                launch_config{dim3(unsigned(tiles)), dim3(Tile::threads), std::size_t(Tile::shared_bytes), stream}, p, y, ld_y, epilogue);
+  FRUGAL_TRY(launch(nm_linear_kernel<Tile, Pattern, Out, Epilogue>,
+                    launch_config{dim3(unsigned(tiles), unsigned(splits)), dim3(Tile::threads), std::size_t(Tile::shared_bytes), stream}, p,
+                    y, ld_y, epilogue, partial, splits));
+  if (splits == 1) return status{};
+  const std::int64_t n = p.tokens * p.out;
+  return launch(split_k_reduce_kernel<Out, Epilogue>, launch_config{dim3(unsigned((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096)), dim3(256), 0, stream},
+                static_cast<const float*>(partial), splits, p.tokens, p.out, y, ld_y, epilogue);
+}
+
+// Decoding (<= 16 tokens) with fewer feature tiles than multiprocessors splits K so that every
+// multiprocessor streams weights: up to 2 blocks per multiprocessor, at least 4 steps of 64 per split.
+inline int decode_splits(std::int64_t out, std::int64_t k, int sms) {
+  const std::int64_t tiles = (out + 63) / 64, steps = (k + 63) / 64;
+  if (tiles >= sms) return 1;
+  std::int64_t splits = (2 * sms + tiles - 1) / tiles;
+  splits = splits < steps / 4 ? splits : steps / 4;
+  return int(splits < 1 ? 1 : splits > 32 ? 32 : splits);
 }
 
 }  // namespace detail
@@ -178,21 +212,34 @@ void check_types() {
 //! column (feature), activation, alpha, and beta C for a residual [tokens, out]. K any size
 //! (padding contributes zeros); deterministic. The backward dX = dY W is the same call with W^T
 //! compressed (srste_step_transposable writes it) and dY as X.
+//! Two-phase, as CUB: called with a null workspace it sets workspace_bytes and returns; the
+//! bytes hold the partial sums of a split-K decode (16 when the shape needs no split), the same
+//! for the same shape on the same device. Splits are reduced in split order: deterministic.
 template <class Pattern, class TX, class T, class Out, class Epilogue = linear_epilogue<>>
-status nm_linear(matrix_ref<TX> x, const nm_weight<T>& w, matrix_ref<Out> y, std::int64_t tokens, std::int64_t out, std::int64_t k,
-                 const Epilogue& epilogue = {}, cudaStream_t stream = nullptr) {
+status nm_linear(void* workspace, std::size_t& workspace_bytes, matrix_ref<TX> x, const nm_weight<T>& w, matrix_ref<Out> y,
+                 std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& epilogue = {}, cudaStream_t stream = nullptr) {
   detail::check_types<Pattern, TX, T, Out>();
   const matrix_ref<const T> cx{x.data, x.ld, x.order};
   FRUGAL_TRY(detail::check_nm_linear<Pattern>(false, cx, w, y, tokens, out, k, epilogue));
-  if (tokens == 0 || out == 0) return status{};
-  const auto p = detail::nm_problem<Pattern>(cx, w, tokens, out, k);
-  if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>, Pattern>(p, y.data, y.ld, epilogue, stream);
   int sms = 0;
   FRUGAL_TRY(frugal::detail::cached_multiprocessors(sms));
+  const int splits = tokens <= 16 ? detail::decode_splits(out, k, sms) : 1;
+  // At least 16 bytes, so that a workspace is never null (null means "query").
+  const std::size_t needed = splits > 1 ? std::size_t(splits) * std::size_t(tokens) * std::size_t(out) * sizeof(float) : 16;
+  if (workspace == nullptr) {
+    workspace_bytes = needed;
+    return status{};
+  }
+  if (workspace_bytes < needed) return status::invalid("frugal::sparse::nm_linear: workspace_bytes is smaller than the size query returned");
+  if (!is_aligned(workspace, 16)) return status::misaligned("frugal::sparse::nm_linear: the workspace must be 16-byte aligned");
+  if (tokens == 0 || out == 0) return status{};
+  const auto p = detail::nm_problem<Pattern>(cx, w, tokens, out, k);
+  float* partial = static_cast<float*>(workspace);
+  if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>, Pattern>(p, y.data, y.ld, epilogue, partial, splits, stream);
   using large = detail::sparse_tile_large<T>;
   if (((out + large::block_m - 1) / large::block_m) * ((tokens + large::block_n - 1) / large::block_n) >= sms)
-    return detail::launch_nm_linear<large, Pattern>(p, y.data, y.ld, epilogue, stream);
-  return detail::launch_nm_linear<detail::sparse_tile_medium<T>, Pattern>(p, y.data, y.ld, epilogue, stream);
+    return detail::launch_nm_linear<large, Pattern>(p, y.data, y.ld, epilogue, partial, 1, stream);
+  return detail::launch_nm_linear<detail::sparse_tile_medium<T>, Pattern>(p, y.data, y.ld, epilogue, partial, 1, stream);
 }
 
 namespace detail {

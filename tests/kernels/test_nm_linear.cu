@@ -123,6 +123,19 @@ TEST_CASE("nm_linear: compact 1:4, 2:8, 1:8, 2:16 weights expanded to 2:4 on the
   }
 }
 
+TEST_CASE("nm_linear: denser patterns (3:4, 4:8, 8:16) load sparse and compute dense, exact on small integers") {
+  const frugal::linear_epilogue<> plain;
+  unsigned long long seed = 170;
+  struct shape {
+    std::int64_t tokens, out, k;
+  };
+  for (const shape s : {shape{1, 64, 64}, {5, 70, 100}, {16, 64, 256}, {40, 130, 136}, {256, 256, 128}}) {
+    check_linear<__nv_bfloat16, float, frugal::linear_epilogue<>, nm<3, 4>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+    check_linear<__half, float, frugal::linear_epilogue<>, nm<4, 8>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+    check_linear<__nv_bfloat16, float, frugal::linear_epilogue<>, nm<8, 16>>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+  }
+}
+
 TEST_CASE("nm_linear: epilogues (bias per feature, activations, alpha, residual as beta C), every output type, random data") {
   FRUGAL_SEEDED_RNG(rng, 200);
   const std::int64_t tokens = 24, out = 72, k = 136;

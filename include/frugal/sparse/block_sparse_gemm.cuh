@@ -29,7 +29,7 @@ namespace frugal::sparse {
 //! A BlockM x BlockN tile (BlockM rows of W: output features; BlockN rows of X: tokens) over K in
 //! steps of 64, WarpsM x WarpsN warps each owning (BlockM / WarpsM) x (BlockN / WarpsN) of
 //! m16n8k32 sparse MMAs, a Stages-deep pipeline. T: __half or __nv_bfloat16.
-template <class T, int BlockM, int BlockN, int WarpsM, int WarpsN, int Stages>
+template <class T, int BlockM, int BlockN, int WarpsM, int WarpsN, int Stages, bool DenseA = false>
 struct sparse_gemm_tile {
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
                 "frugal::sparse::sparse_gemm_tile: T must be __half or __nv_bfloat16 (2:4 sparse tensor cores)");
@@ -38,9 +38,12 @@ struct sparse_gemm_tile {
   static constexpr int threads = 32 * WarpsM * WarpsN;
   static constexpr int warp_m = BlockM / WarpsM, warp_n = BlockN / WarpsN;
   static constexpr int mma_m = warp_m / 16, mma_n = warp_n / 8;
-  static constexpr int a_chunks = BlockM * 4;      // 32 kept values (64 bytes) per W row per stage
-  static constexpr int b_chunks = BlockN * 8;      // 64 elements (128 bytes) per X row per stage
-  static constexpr int meta_words = BlockM * 2;    // two index words (32 columns each) per W row
+  //! DenseA: patterns denser than 2:4 (N > 2) are expanded to a dense A tile and run on the
+  //! dense tensor cores (load sparse, compute dense).
+  static constexpr bool dense_a = DenseA;
+  static constexpr int a_chunks = BlockM * (DenseA ? 8 : 4);  // 64 columns dense, or their 32 kept values, per W row per stage
+  static constexpr int b_chunks = BlockN * 8;                 // 64 elements (128 bytes) per X row per stage
+  static constexpr int meta_words = DenseA ? 0 : BlockM * 2;  // two index words (32 columns each) per W row
   static constexpr int stage_bytes = (a_chunks + b_chunks) * 16 + (meta_words * 4 + 15) / 16 * 16;
   static constexpr int shared_bytes = Stages * stage_bytes;
   static_assert(threads <= 1024, "frugal::sparse::sparse_gemm_tile: at most 32 warps");
@@ -66,11 +69,15 @@ FRUGAL_HOST_DEVICE std::uint32_t metadata_register(std::uint32_t word_row_g, std
 //! chunk keeps its kept values and fills the rest of its pair with zeros).
 template <class Tile, class Pattern = nm<2, 4>>
 class block_sparse_gemm {
-  static_assert(is_nm_v<Pattern> && Pattern::n <= 2,
-                "frugal::sparse::block_sparse_gemm: the 2:4 tensor cores run patterns with at most 2 kept values per window");
-  static constexpr bool expand = !std::is_same_v<Pattern, nm<2, 4>>;
+  static_assert(is_nm_v<Pattern>, "frugal::sparse::block_sparse_gemm: Pattern must be frugal::sparse::nm<N, M>");
+  static_assert((Pattern::n <= 2) != Tile::dense_a,
+                "frugal::sparse::block_sparse_gemm: patterns with N <= 2 run on the sparse tensor cores (DenseA false), denser ones dense (DenseA true)");
+  static constexpr bool dense = Tile::dense_a;
+  static constexpr bool expand = !dense && !std::is_same_v<Pattern, nm<2, 4>>;
   static_assert(!expand || (Tile::block_m * 2) % Tile::threads == 0,
                 "frugal::sparse::block_sparse_gemm: expanding a compact pattern needs BlockM * 2 to be a multiple of the threads");
+  static_assert(!dense || (Tile::block_m * 8) % Tile::threads == 0,
+                "frugal::sparse::block_sparse_gemm: expanding to a dense tile needs BlockM * 8 to be a multiple of the threads");
 
  public:
   using T = typename Tile::element_type;
@@ -216,12 +223,46 @@ class block_sparse_gemm {
     store_vector(reinterpret_cast<T*>(sa + swizzled_chunk(row, 2 * chunk_pair + 1, 4) * 16), half[1]);
   }
 
+  // Eight dense columns [first_column, first_column + 8) of a row from its compact N:M form: the
+  // windows that cover them, each expanded through a register queue (no run-time array index).
+  FRUGAL_DEVICE static void dense_chunk(const operands& op, int row, std::int64_t first_column, unsigned char* dst) {
+    constexpr int N = Pattern::n, M = Pattern::m, W = M <= 8 ? 8 / M : 1;  // windows in the chunk
+    const std::int64_t windows = Pattern::windows(op.k), first_window = first_column / M;
+    const int skip = M > 8 ? int(first_column % M) : 0;  // M = 16: the chunk is half a window
+    vector<T, 8> out;
+    FRUGAL_UNROLL
+    for (int wi = 0; wi < W; ++wi) {
+      const std::int64_t window = first_window + wi;
+      const bool live = row < op.rows && window < windows;
+      unsigned kept = 0;
+      float value[N];
+      FRUGAL_UNROLL
+      for (int j = 0; j < N; ++j) {
+        const unsigned p = live ? packed_index<Pattern>(op.indices + row * op.ld_indices, window * N + j) : 0u;
+        kept |= live ? 1u << p : 0u;
+        value[j] = live ? to_float(op.values[row * op.ld_values + window * N + j]) : 0.0f;
+      }
+      float full[M];
+      expand_window<N, M>(kept, value, full);
+      FRUGAL_UNROLL
+      for (int i = 0; i < (M < 8 ? M : 8); ++i) out[wi * M + i] = from_float<T>(M > 8 ? (skip ? full[8 + i] : full[i]) : full[i]);
+    }
+    store_vector(reinterpret_cast<T*>(dst), out);
+  }
+
   FRUGAL_DEVICE void load_stage(const operands& op, std::int64_t kt, int stage) {
     unsigned char* sa = smem_ + stage * Tile::stage_bytes;
     unsigned char* sb = sa + Tile::a_chunks * 16;
     auto* smeta = reinterpret_cast<std::uint32_t*>(sb + Tile::b_chunks * 16);
     const int tid = int(linear_thread_index());
     const std::int64_t k0 = kt * Tile::block_k, kept = nm<2, 4>::values_per_row(op.k);
+    if constexpr (dense) {
+      FRUGAL_UNROLL
+      for (int it = 0; it < Tile::block_m * 8 / Tile::threads; ++it) {
+        const int id = it * Tile::threads + tid, row = id / 8, c = id % 8;
+        dense_chunk(op, row, k0 + 8 * c, sa + swizzled_chunk(row, c, 8) * 16);
+      }
+    }
     if constexpr (expand) {
       FRUGAL_UNROLL
       for (int it = 0; it < Tile::block_m * 2 / Tile::threads; ++it) {
@@ -232,7 +273,7 @@ class block_sparse_gemm {
       }
     }
     FRUGAL_UNROLL
-    for (int it = 0; it < (expand ? 0 : Tile::a_chunks / Tile::threads); ++it) {
+    for (int it = 0; it < (expand || dense ? 0 : Tile::a_chunks / Tile::threads); ++it) {
       const int id = it * Tile::threads + tid, row = id / 4, c = id % 4;
       const std::int64_t v0 = k0 / 2 + c * chunk;
       const bool in = row < op.rows;
@@ -250,7 +291,7 @@ class block_sparse_gemm {
     // zero values): the hardware must never see an equal-index nibble.
     const std::int64_t windows = nm<2, 4>::windows(op.k);
     FRUGAL_UNROLL
-    for (int it = 0; it < (expand ? 0 : Tile::meta_words / Tile::threads); ++it) {
+    for (int it = 0; it < (expand || dense ? 0 : Tile::meta_words / Tile::threads); ++it) {
       const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
       const std::int64_t word = k0 / 32 + w, first_window = word * 8;
       const std::int64_t live = row < op.rows ? windows - first_window : 0;
@@ -262,6 +303,10 @@ class block_sparse_gemm {
   }
 
   FRUGAL_DEVICE void compute_stage(int stage, accumulators& acc) const {
+    if constexpr (dense) {
+      compute_stage_dense(stage, acc);
+      return;
+    }
     const unsigned char* sa = smem_ + stage * Tile::stage_bytes;
     const unsigned char* sb = sa + Tile::a_chunks * 16;
     const auto* smeta = reinterpret_cast<const std::uint32_t*>(sb + Tile::b_chunks * 16);
@@ -290,6 +335,29 @@ class block_sparse_gemm {
       for (int mi = 0; mi < Tile::mma_m; ++mi)
         FRUGAL_UNROLL
         for (int ni = 0; ni < Tile::mma_n; ++ni) mma_sp<0>(acc.f[mi][ni], a[mi], b[ni], acc.f[mi][ni], e[mi]);
+    }
+  }
+
+  // Dense A (64 columns, 8 chunks per row) on m16n8k16: four k16 steps per stage.
+  FRUGAL_DEVICE void compute_stage_dense(int stage, accumulators& acc) const {
+    const unsigned char* sa = smem_ + stage * Tile::stage_bytes;
+    const unsigned char* sb = sa + Tile::a_chunks * 16;
+    const int lane = int(lane_index()), warp = int(linear_thread_index() / 32);
+    const int wm = warp / Tile::warps_n, wn = warp % Tile::warps_n;
+    FRUGAL_UNROLL
+    for (int ks = 0; ks < 4; ++ks) {
+      mma_fragment<mma_operand::a, m16n8k16, T> a[Tile::mma_m];
+      mma_fragment<mma_operand::b, m16n8k16, T> b[Tile::mma_n];
+      FRUGAL_UNROLL
+      for (int mi = 0; mi < Tile::mma_m; ++mi)
+        ldmatrix<4>(a[mi].x, sa + swizzled_chunk(wm * Tile::warp_m + mi * 16 + lane % 16, 2 * ks + lane / 16, 8) * 16);
+      FRUGAL_UNROLL
+      for (int ni = 0; ni < Tile::mma_n; ++ni)  // lanes 0-15 give the rows: k chunks 2 ks and 2 ks + 1
+        ldmatrix<2>(b[ni].x, sb + swizzled_chunk(wn * Tile::warp_n + ni * 8 + lane % 8, 2 * ks + (lane / 8) % 2, 8) * 16);
+      FRUGAL_UNROLL
+      for (int mi = 0; mi < Tile::mma_m; ++mi)
+        FRUGAL_UNROLL
+        for (int ni = 0; ni < Tile::mma_n; ++ni) mma(acc.f[mi][ni], a[mi], b[ni], acc.f[mi][ni]);
     }
   }
 

@@ -56,12 +56,13 @@ struct sparse_linear_problem {
 
 // Tiles: prefill (128 features x 128 tokens, 8 warps of 64 x 32: a 64 x 64 warp tile of k32 sparse
 // MMAs would spill), medium (64 x 64), decode (64 features x 16 tokens).
-template <class T>
-using sparse_tile_large = sparse_gemm_tile<T, 128, 128, 2, 4, 3>;
-template <class T>
-using sparse_tile_medium = sparse_gemm_tile<T, 64, 64, 2, 2, 3>;
-template <class T>
-using sparse_tile_decode = sparse_gemm_tile<T, 64, 16, 4, 1, 4>;
+// Patterns denser than two kept values per window expand to a dense A tile (DenseA).
+template <class T, class P>
+using sparse_tile_large = sparse_gemm_tile<T, 128, 128, 2, 4, 3, (P::n > 2)>;
+template <class T, class P>
+using sparse_tile_medium = sparse_gemm_tile<T, 64, 64, 2, 2, 3, (P::n > 2)>;
+template <class T, class P>
+using sparse_tile_decode = sparse_gemm_tile<T, 64, 16, 4, 1, 4, (P::n > 2)>;
 
 // (A minimum of one block per SM: without it ptxas held the expanding kernels to 128 registers and spilled.)
 template <class Tile, class Pattern, class Out, class Epilogue>
@@ -196,7 +197,6 @@ sparse_linear_problem<T> nm_problem(const matrix_ref<const T>& x, const nm_weigh
 template <class Pattern, class TX, class T, class Out>
 void check_types() {
   static_assert(is_nm_v<Pattern>, "frugal::sparse::nm_linear: Pattern must be frugal::sparse::nm<N, M>");
-  static_assert(Pattern::n <= 2, "frugal::sparse::nm_linear: on the 2:4 tensor cores a window keeps at most 2 values (N <= 2)");
   static_assert(std::is_same_v<std::remove_const_t<TX>, T>, "frugal::sparse::nm_linear: X and the values must have the same element type");
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "frugal::sparse::nm_linear: X and W must be __half or __nv_bfloat16");
   static_assert(is_io_float_v<Out>, "frugal::sparse::nm_linear: Y must be float, __half or __nv_bfloat16");
@@ -207,7 +207,8 @@ void check_types() {
 //! (nm_prune / nm_compress / srste_step write it), Y [tokens, out] row-major. 2:4 runs as
 //! stored; patterns with at most two kept values per window (1:4, 2:8, 1:8, 2:16, 1:16) are read
 //! compactly (2:8: 0.28 of the dense bytes against 2:4's 0.56) and expanded to the 2:4 operand in
-//! shared memory. T: __half or __nv_bfloat16 (X and the values); Out: float, __half,
+//! shared memory; denser patterns (3:4, 4:8, 8:16, ...) are read compactly and expanded to a dense
+//! tile for the dense tensor cores (load sparse, compute dense). T: __half or __nv_bfloat16 (X and the values); Out: float, __half,
 //! __nv_bfloat16. The epilogue sees (row = token, col = feature): linear_epilogue gives bias per
 //! column (feature), activation, alpha, and beta C for a residual [tokens, out]. K any size
 //! (padding contributes zeros); deterministic. The backward dX = dY W is the same call with W^T
@@ -235,11 +236,12 @@ status nm_linear(void* workspace, std::size_t& workspace_bytes, matrix_ref<TX> x
   if (tokens == 0 || out == 0) return status{};
   const auto p = detail::nm_problem<Pattern>(cx, w, tokens, out, k);
   float* partial = static_cast<float*>(workspace);
-  if (tokens <= 16) return detail::launch_nm_linear<detail::sparse_tile_decode<T>, Pattern>(p, y.data, y.ld, epilogue, partial, splits, stream);
-  using large = detail::sparse_tile_large<T>;
+  if (tokens <= 16)
+    return detail::launch_nm_linear<detail::sparse_tile_decode<T, Pattern>, Pattern>(p, y.data, y.ld, epilogue, partial, splits, stream);
+  using large = detail::sparse_tile_large<T, Pattern>;
   if (((out + large::block_m - 1) / large::block_m) * ((tokens + large::block_n - 1) / large::block_n) >= sms)
     return detail::launch_nm_linear<large, Pattern>(p, y.data, y.ld, epilogue, partial, 1, stream);
-  return detail::launch_nm_linear<detail::sparse_tile_medium<T>, Pattern>(p, y.data, y.ld, epilogue, partial, 1, stream);
+  return detail::launch_nm_linear<detail::sparse_tile_medium<T, Pattern>, Pattern>(p, y.data, y.ld, epilogue, partial, 1, stream);
 }
 
 namespace detail {
@@ -279,10 +281,10 @@ status nm_grouped_linear(matrix_ref<TX> x, const nm_weight<T>& w, const gemm_gro
   const std::int64_t indices_stride = w.indices_stride > 0 ? w.indices_stride : out * w.ld_indices;
   // Few rows per expert (decoding): the 16-token tile; otherwise the 64-token one.
   if (groups.rows <= 16 * std::int64_t(groups.groups))
-    return detail::launch_nm_grouped_linear<detail::sparse_tile_decode<T>, Pattern>(p, groups, values_stride, indices_stride, y.data, y.ld,
-                                                                                    epilogue, stream);
-  return detail::launch_nm_grouped_linear<detail::sparse_tile_medium<T>, Pattern>(p, groups, values_stride, indices_stride, y.data, y.ld,
-                                                                                  epilogue, stream);
+    return detail::launch_nm_grouped_linear<detail::sparse_tile_decode<T, Pattern>, Pattern>(p, groups, values_stride, indices_stride, y.data,
+                                                                                             y.ld, epilogue, stream);
+  return detail::launch_nm_grouped_linear<detail::sparse_tile_medium<T, Pattern>, Pattern>(p, groups, values_stride, indices_stride, y.data,
+                                                                                           y.ld, epilogue, stream);
 }
 
 }  // namespace frugal::sparse

@@ -5,6 +5,7 @@
 // f16, every epilogue; exact on small integers; determinism; argument errors.
 #include <frugal/reference/gemm.hpp>
 #include <frugal/reference/sparse_nm.hpp>
+#include <frugal/sparse/nm_backward.cuh>
 #include <frugal/sparse/nm_linear.cuh>
 
 #include <numeric>
@@ -278,4 +279,75 @@ TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot exper
   run(nm<2, 8>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 501);
   run(nm<2, 4>{}, {2, 1, 1, 3}, 64, 128, 502);            // decoding: a few tokens per expert
   run(nm<2, 4>{}, {0, 0, 300, 0}, 40, 64, 503);           // one hot expert
+}
+
+TEST_CASE("backward: dX = dY W through W^T compressed under a transposable 2:4 mask; dW = dY^T X, masked and dense") {
+  using T = __nv_bfloat16;
+  FRUGAL_SEEDED_RNG(rng, 600);
+  const std::int64_t tokens = 24, out = 48, k = 80;
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::vector<float> w(std::size_t(out * k));
+  for (auto& v : w) v = float(small(rng));
+  // A transposable 2:4 mask, W masked, and both W and W^T compressed.
+  std::vector<std::uint8_t> mask(std::size_t(out * k)), mask_t(std::size_t(k * out));
+  frugal::sparse::nm_report report;
+  frugal::reference::nm_transposable_mask4<2>(w.data(), k, out, k, mask.data(), k, report);
+  std::vector<float> w_t(std::size_t(k * out));
+  for (std::int64_t o = 0; o < out; ++o)
+    for (std::int64_t i = 0; i < k; ++i) {
+      w_t[std::size_t(i * out + o)] = w[std::size_t(o * k + i)];
+      mask_t[std::size_t(i * out + o)] = mask[std::size_t(o * k + i)];
+    }
+  using P = nm<2, 4>;
+  const std::int64_t ldv_t = P::values_per_row(out), ldi_t = P::index_words_per_row(out);
+  std::vector<T> values_t(std::size_t(k * ldv_t));
+  std::vector<std::uint32_t> indices_t(std::size_t(k * ldi_t));
+  frugal::reference::nm_compress<P>(w_t.data(), out, k, out, mask_t.data(), out, values_t.data(), ldv_t, indices_t.data(), ldi_t, report);
+  REQUIRE(report.ok());
+  std::vector<T> dy(std::size_t(tokens * out)), x(std::size_t(tokens * k));
+  for (auto& v : dy) v = frugal::from_float<T>(float(small(rng)));
+  for (auto& v : x) v = frugal::from_float<T>(float(small(rng)));
+  device_buffer<T> d_dy(dy), d_x(x), d_values_t(values_t);
+  device_buffer<std::uint32_t> d_indices_t(indices_t);
+  device_buffer<float> d_dx(std::size_t(tokens * k)), d_dw(std::size_t(out * k));
+  device_buffer<std::uint8_t> d_mask(mask);
+  // dX [tokens, K] = dY [tokens, out] (W^T)^T: nm_linear with out = K and the reduction over `out`.
+  std::size_t bytes = 0;
+  const frugal::sparse::nm_weight<T> weight_t{d_values_t.data(), ldv_t, d_indices_t.data(), ldi_t, 0, 0};
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(nullptr, bytes, frugal::row_major<const T>(d_dy.data(), out), weight_t,
+                                                  frugal::row_major(d_dx.data(), k), tokens, k, out)));
+  device_buffer<unsigned char> workspace(bytes);
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<P>(workspace.data(), bytes, frugal::row_major<const T>(d_dy.data(), out), weight_t,
+                                                  frugal::row_major(d_dx.data(), k), tokens, k, out)));
+  frugal::test::synchronize();
+  const auto dx = d_dx.download();
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (std::int64_t i = 0; i < k; ++i) {
+      float want = 0.0f;
+      for (std::int64_t o = 0; o < out; ++o)
+        want += frugal::to_float(dy[std::size_t(t * out + o)]) * (mask[std::size_t(o * k + i)] ? w[std::size_t(o * k + i)] : 0.0f);
+      REQUIRE(dx[std::size_t(t * k + i)] == want);
+    }
+  // dW = dY^T X, masked to the pattern and dense.
+  for (bool masked : {true, false}) {
+    std::size_t grad_bytes = 0;
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_weight_gradient(nullptr, grad_bytes, frugal::row_major<const T>(d_dy.data(), out),
+                                                          frugal::row_major<const T>(d_x.data(), k), masked ? d_mask.data() : nullptr, k,
+                                                          frugal::row_major(d_dw.data(), k), tokens, out, k)));
+    device_buffer<unsigned char> grad_workspace(grad_bytes);
+    FRUGAL_REQUIRE_OK((frugal::sparse::nm_weight_gradient(grad_workspace.data(), grad_bytes, frugal::row_major<const T>(d_dy.data(), out),
+                                                          frugal::row_major<const T>(d_x.data(), k), masked ? d_mask.data() : nullptr, k,
+                                                          frugal::row_major(d_dw.data(), k), tokens, out, k)));
+    frugal::test::synchronize();
+    const auto dw = d_dw.download();
+    for (std::int64_t o = 0; o < out; ++o)
+      for (std::int64_t i = 0; i < k; ++i) {
+        float want = 0.0f;
+        for (std::int64_t t = 0; t < tokens; ++t)
+          want += frugal::to_float(dy[std::size_t(t * out + o)]) * frugal::to_float(x[std::size_t(t * k + i)]);
+        if (masked && !mask[std::size_t(o * k + i)]) want = 0.0f;
+        INFO("masked " << masked << " (" << o << ", " << i << ")");
+        REQUIRE(dw[std::size_t(o * k + i)] == want);
+      }
+  }
 }

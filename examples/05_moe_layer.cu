@@ -6,7 +6,10 @@
 // the whole layer. The expert FFN is y = W2 (silu(W1 x) * W3 x) in bf16 on the tensor cores
 // (fp32 accumulation): W1 and W3 are stored interleaved row by row, so one grouped GEMM with the
 // gated epilogue gives silu(W1 x) * W3 x directly. The grouped GEMMs read the plan's offsets and
-// counts, so the plan needs no padding. On a GPU it also prints the time of each stage.
+// counts, so the plan needs no padding. Then the same layers with N:M-sparse experts (2:4 and
+// 2:8, pruned by magnitude on the device): each projection is a sparse grouped GEMM on the sparse
+// tensor cores (nm_grouped_linear), gate and up as two of them joined by a small epilogue of the
+// example's own. On a GPU it also prints the time of each stage.
 #include <frugal/core/launch.cuh>
 #include <frugal/gemm/grouped_gemm.cuh>
 #include <frugal/moe/combine.cuh>
@@ -14,9 +17,13 @@
 #include <frugal/moe/permute.cuh>
 #include <frugal/moe/plan.cuh>
 #include <frugal/reference/moe_route.hpp>
+#include <frugal/reference/sparse_nm.hpp>
+#include <frugal/sparse/device_nm.cuh>
+#include <frugal/sparse/nm_linear.cuh>
 
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -32,6 +39,41 @@ std::vector<bf16> to_bf16(const std::vector<float>& v) {
   return r;
 }
 float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// A user epilogue for the sparse experts: up = acc * gate[row, col] (gate: silu(x W1^T), bf16).
+struct times_gate {
+  const bf16* gate;
+  std::int64_t ld;
+  FRUGAL_HOST_DEVICE float operator()(float acc, std::int64_t row, std::int64_t col, int) const {
+    return acc * frugal::to_float(gate[row * ld + col]);
+  }
+};
+
+// W [rows, k] (host fp32 bf16 values) pruned to Pattern: the compressed form on the device and the
+// masked dense weight on the host (the reference's).
+template <class Pattern>
+struct sparse_weights {
+  examples::device_array<bf16> values;
+  examples::device_array<std::uint32_t> indices;
+  std::vector<float> masked;
+  std::int64_t ld_values, ld_indices;
+  sparse_weights(const std::vector<float>& w, std::int64_t rows, std::int64_t k)
+      : values(std::size_t(rows * Pattern::values_per_row(k))), indices(std::size_t(rows * Pattern::index_words_per_row(k))),
+        masked(w.size()), ld_values(Pattern::values_per_row(k)), ld_indices(Pattern::index_words_per_row(k)) {
+    examples::device_array<float> d_w(w);
+    examples::device_array<frugal::sparse::nm_report> report(1);
+    if (!frugal::sparse::nm_prune<Pattern>(d_w.data(), k, values.data(), ld_values, indices.data(), ld_indices,
+                                           static_cast<std::uint8_t*>(nullptr), 0, report.data(), rows, k)
+             .ok())
+      std::exit(1);
+    examples::check(cudaDeviceSynchronize(), "nm_prune");
+    const auto v = values.download();
+    const auto i = indices.download();
+    frugal::sparse::nm_report host_report;
+    frugal::reference::nm_decompress<Pattern>(v.data(), ld_values, i.data(), ld_indices, rows, k, masked.data(), k, host_report);
+  }
+  frugal::sparse::nm_weight<bf16> weight() const { return {values.data(), ld_values, indices.data(), ld_indices, 0, 0}; }
+};
 
 struct timer {
   cudaEvent_t start{}, stop{};
@@ -61,8 +103,10 @@ struct timer {
   }
 };
 
-template <class Gate>
+// Pattern void: dense experts; nm<N, M>: N:M-sparse experts.
+template <class Gate, class Pattern = void>
 bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::moe::route_params& route_params, bool on_gpu) {
+  constexpr bool sparse = !std::is_void_v<Pattern>;
   constexpr int E = Gate::experts, K = Gate::k;
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -110,6 +154,30 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
   experts.groups = E;
   experts.rows = rows;
 
+  // Sparse experts: W1 (the gate rows 2f of w13), W3 (the up rows 2f + 1) and W2 pruned on the device.
+  std::vector<float> w1(std::size_t(E) * ffn * hidden), w3(w1.size());
+  for (std::size_t r = 0; r < std::size_t(E) * ffn; ++r)
+    for (int h = 0; h < hidden; ++h) {
+      w1[r * hidden + h] = w13[(2 * r) * hidden + h];
+      w3[r * hidden + h] = w13[(2 * r + 1) * hidden + h];
+    }
+  using pattern = std::conditional_t<sparse, Pattern, frugal::sparse::nm<2, 4>>;
+  std::optional<sparse_weights<pattern>> s1, s3, s2;
+  std::optional<examples::device_array<bf16>> d_gate;
+  if constexpr (sparse) {
+    s1.emplace(w1, std::int64_t(E) * ffn, hidden);
+    s3.emplace(w3, std::int64_t(E) * ffn, hidden);
+    s2.emplace(w2, std::int64_t(E) * hidden, ffn);
+    d_gate.emplace(std::size_t(rows) * ffn);
+    // The reference multiplies the masked weights.
+    for (std::size_t r = 0; r < std::size_t(E) * ffn; ++r)
+      for (int h = 0; h < hidden; ++h) {
+        w13[(2 * r) * hidden + h] = s1->masked[r * hidden + h];
+        w13[(2 * r + 1) * hidden + h] = s3->masked[r * hidden + h];
+      }
+    w2 = s2->masked;
+  }
+
   std::printf("  %s: %d tokens, hidden %d, ffn %d, %d experts, top-%d\n", name, tokens, hidden, ffn, E, K);
   timer time(on_gpu);
   time.run("route", [&] {
@@ -123,16 +191,37 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
     check(frugal::moe::permute(d_x.data(), tokens, hidden, K, d_row_to_slot.data(), d_slot_to_row.data(), rows, d_permuted.data()),
           "permute");
   });
-  time.run("gate/up", [&] {  // hidden = silu(x W1^T) * (x W3^T), per expert
-    check(frugal::grouped_gemm(frugal::row_major<const bf16>(d_permuted.data(), hidden), frugal::col_major<const bf16>(d_w13.data(), hidden),
-                               experts, frugal::row_major(d_hidden.data(), ffn), 2 * ffn, hidden, frugal::gated_epilogue<>{}),
-          "gate/up grouped GEMM");
-  });
-  time.run("down", [&] {  // expert_out = hidden W2^T, per expert
-    check(frugal::grouped_gemm(frugal::row_major<const bf16>(d_hidden.data(), ffn), frugal::col_major<const bf16>(d_w2.data(), ffn),
-                               experts, frugal::row_major(d_expert_out.data(), hidden), hidden, ffn),
-          "down grouped GEMM");
-  });
+  if constexpr (!sparse) {
+    time.run("gate/up", [&] {  // hidden = silu(x W1^T) * (x W3^T), per expert
+      check(frugal::grouped_gemm(frugal::row_major<const bf16>(d_permuted.data(), hidden), frugal::col_major<const bf16>(d_w13.data(), hidden),
+                                 experts, frugal::row_major(d_hidden.data(), ffn), 2 * ffn, hidden, frugal::gated_epilogue<>{}),
+            "gate/up grouped GEMM");
+    });
+    time.run("down", [&] {  // expert_out = hidden W2^T, per expert
+      check(frugal::grouped_gemm(frugal::row_major<const bf16>(d_hidden.data(), ffn), frugal::col_major<const bf16>(d_w2.data(), ffn),
+                                 experts, frugal::row_major(d_expert_out.data(), hidden), hidden, ffn),
+            "down grouped GEMM");
+    });
+  } else {
+    time.run("gate", [&] {  // gate = silu(x W1^T), per expert, on the sparse tensor cores
+      frugal::linear_epilogue<> silu;
+      silu.act = frugal::activation::silu;
+      check(frugal::sparse::nm_grouped_linear<Pattern>(frugal::row_major<const bf16>(d_permuted.data(), hidden), s1->weight(), experts,
+                                                       frugal::row_major(d_gate->data(), ffn), ffn, hidden, silu),
+            "gate sparse grouped GEMM");
+    });
+    time.run("up", [&] {  // hidden = (x W3^T) * gate
+      check(frugal::sparse::nm_grouped_linear<Pattern>(frugal::row_major<const bf16>(d_permuted.data(), hidden), s3->weight(), experts,
+                                                       frugal::row_major(d_hidden.data(), ffn), ffn, hidden,
+                                                       times_gate{d_gate->data(), ffn}),
+            "up sparse grouped GEMM");
+    });
+    time.run("down", [&] {
+      check(frugal::sparse::nm_grouped_linear<Pattern>(frugal::row_major<const bf16>(d_hidden.data(), ffn), s2->weight(), experts,
+                                                       frugal::row_major(d_expert_out.data(), hidden), hidden, ffn),
+            "down sparse grouped GEMM");
+    });
+  }
   time.run("combine", [&] {
     check(frugal::moe::combine(d_expert_out.data(), rows, hidden, K, tokens, d_slot_to_row.data(), d_weights.data(),
                                (const float*)d_x32.data(), d_out.data()),
@@ -159,7 +248,9 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
           gate += double(w13[(std::size_t(e) * 2 * ffn + 2 * f) * hidden + i]) * xt[i];
           up += double(w13[(std::size_t(e) * 2 * ffn + 2 * f + 1) * hidden + i]) * xt[i];
         }
-        h[std::size_t(f)] = round_bf16(float(gate / (1.0 + std::exp(-gate)) * up));
+        // Sparse experts store the gate (bf16) and multiply it by up in the up GEMM's epilogue.
+        h[std::size_t(f)] = sparse ? round_bf16(float(up) * round_bf16(float(gate / (1.0 + std::exp(-gate)))))
+                                   : round_bf16(float(gate / (1.0 + std::exp(-gate)) * up));
       }
       for (int i = 0; i < hidden; ++i) {
         double y = 0;
@@ -197,7 +288,10 @@ int main() {
   deepseek_params.routed_scaling = 2.5f;
   bool ok = run_layer<mixtral>("Mixtral-like", 128, 64, 128, {}, on_gpu);
   ok = run_layer<deepseek>("DeepSeek-like", 128, 64, 32, deepseek_params, on_gpu) && ok;
-  std::printf("%s: two MoE layers (route, plan, permute, grouped GEMMs on tensor cores, combine) equal the host reference of the layer\n",
+  ok = run_layer<mixtral, frugal::sparse::nm<2, 4>>("Mixtral-like, 2:4 experts", 128, 64, 128, {}, on_gpu) && ok;
+  ok = run_layer<deepseek, frugal::sparse::nm<2, 8>>("DeepSeek-like, 2:8 experts", 128, 64, 32, deepseek_params, on_gpu) && ok;
+  std::printf("%s: four MoE layers (route, plan, permute, grouped GEMMs on tensor cores, dense and 2:4 / 2:8 sparse, combine) equal the "
+              "host reference of the layer\n",
               ok ? "verified" : "MISMATCH");
   return ok ? 0 : 1;
 }

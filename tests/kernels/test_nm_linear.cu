@@ -8,6 +8,7 @@
 #include <frugal/sparse/nm_backward.cuh>
 #include <frugal/sparse/nm_linear.cuh>
 
+#include <algorithm>
 #include <numeric>
 
 #include <cmath>
@@ -107,6 +108,14 @@ TEST_CASE("nm_linear: shapes (decode 1..16 tokens with and without split-K, pref
                         {4, 64, 1024}, {16, 100, 2048}, {1, 1, 512}, {9, 70, 1000}}) {
     check_linear<__nv_bfloat16, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
     check_linear<__half, float>(s.tokens, s.out, s.k, plain, plain, true, ++seed);
+  }
+}
+
+TEST_CASE("nm_linear: every decode width, 1 to 16 tokens, 2:4 and compact 2:8, exact on small integers") {
+  const frugal::linear_epilogue<> plain;
+  for (std::int64_t tokens = 1; tokens <= 16; ++tokens) {
+    check_linear<__nv_bfloat16, float>(tokens, 72, 200, plain, plain, true, 130 + std::uint64_t(tokens));
+    check_linear<__half, float, frugal::linear_epilogue<>, nm<2, 8>>(tokens, 72, 200, plain, plain, true, 150 + std::uint64_t(tokens));
   }
 }
 
@@ -216,19 +225,27 @@ TEST_CASE("nm_linear: bitwise deterministic, and arguments checked") {
               .ok());
 }
 
-TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot expert), 2:4 and 2:8, per-expert bias, exact on integers") {
-  auto run = [](auto pattern_tag, std::vector<int> counts, std::int64_t out, std::int64_t k, unsigned long long seed) {
+// The three layouts of a dispatch plan's rows (docs/moe_dispatch.md).
+enum class plan_layout { padded, contiguous, masked };
+
+TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot expert), 2:4 and 2:8, every plan layout, per-expert bias, exact on integers") {
+  auto run = [](auto pattern_tag, std::vector<int> counts, std::int64_t out, std::int64_t k, unsigned long long seed,
+                plan_layout layout = plan_layout::padded) {
     using P = decltype(pattern_tag);
     using T = __nv_bfloat16;
     FRUGAL_SEEDED_RNG(rng, seed);
     const int experts = int(counts.size());
+    const int capacity = counts.empty() ? 1 : std::max(1, *std::max_element(counts.begin(), counts.end()));
     std::vector<std::int32_t> offsets(1, 0), counts32;
     for (int c : counts) {
       counts32.push_back(c);
-      offsets.push_back(offsets.back() + (c + 15) / 16 * 16);  // segments padded to 16 rows
+      // padded: segments rounded up to 16 rows, with counts (the vLLM/SGLang layout); contiguous:
+      // layout b, offsets only; masked: expert g owns rows [g capacity, g capacity + counts[g]).
+      const int span = layout == plan_layout::padded ? (c + 15) / 16 * 16 : layout == plan_layout::contiguous ? c : capacity;
+      offsets.push_back(offsets.back() + span);
     }
     const std::int64_t rows = offsets.back();
-    INFO(P::n << ":" << P::m << " experts " << experts << " rows " << rows);
+    INFO(P::n << ":" << P::m << " experts " << experts << " rows " << rows << " layout " << int(layout));
     std::vector<sparse_weight<T>> weights;
     for (int e = 0; e < experts; ++e) weights.push_back(make_weight<T, P>(rng, out, k, true));
     const std::int64_t ldv = weights[0].ld_values, ldi = weights[0].ld_indices;
@@ -250,8 +267,9 @@ TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot exper
     d_y.fill_bytes(0);
     std::vector<float> y_untouched(std::size_t(rows * out), 0.0f);
     frugal::gemm_groups<std::int32_t> groups;
-    groups.offsets = d_offsets.data();
-    groups.counts = d_counts.data();
+    groups.offsets = layout == plan_layout::masked ? nullptr : d_offsets.data();
+    groups.counts = layout == plan_layout::contiguous ? nullptr : d_counts.data();
+    groups.capacity = layout == plan_layout::masked ? capacity : 0;
     groups.groups = experts;
     groups.rows = rows;
     frugal::linear_epilogue<float, float> e;
@@ -279,6 +297,10 @@ TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot exper
   run(nm<2, 8>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 501);
   run(nm<2, 4>{}, {2, 1, 1, 3}, 64, 128, 502);            // decoding: a few tokens per expert
   run(nm<2, 4>{}, {0, 0, 300, 0}, 40, 64, 503);           // one hot expert
+  run(nm<2, 4>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 504, plan_layout::contiguous);
+  run(nm<2, 8>{}, {2, 0, 19, 1}, 72, 96, 505, plan_layout::contiguous);
+  run(nm<2, 4>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 506, plan_layout::masked);
+  run(nm<2, 8>{}, {5, 0, 33}, 64, 200, 507, plan_layout::masked);
 }
 
 TEST_CASE("backward: dX = dY W through W^T compressed under a transposable 2:4 mask; dW = dY^T X, masked and dense") {

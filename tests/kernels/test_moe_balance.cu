@@ -147,9 +147,35 @@ TEST_CASE("losses are bitwise deterministic; workspace protocol and arguments ch
   CHECK(s.code() == errc::invalid_argument);
   s = moe::load_balancing_loss<config>(workspace.data(), bytes, d_logits.data(), ids.data(), tokens, 1.0f, moe::balance_outputs{});
   CHECK(std::strstr(s.message(), "must not be null") != nullptr);
-  s = moe::router_z_loss<config>(workspace.data(), bytes, d_logits.data(), 0, 1.0f, loss.data());
-  CHECK(std::strstr(s.message(), "tokens must be >= 1") != nullptr);
+  s = moe::router_z_loss<config>(workspace.data(), bytes, d_logits.data(), -1, 1.0f, loss.data());
+  CHECK(std::strstr(s.message(), "tokens must be >= 0") != nullptr);
   CHECK(moe::update_selection_bias(counts.data(), 0, 0.1f, loss.data()).code() == errc::invalid_argument);
+  moe::route_params p;
+  p.softcap = INFINITY;  // the one route_params check: refused here as by route
+  s = moe::router_z_loss<config>(workspace.data(), bytes, d_logits.data(), tokens, 1.0f, loss.data(), p);
+  CHECK(std::strstr(s.message(), "softcap") != nullptr);
+}
+
+TEST_CASE("losses: an empty batch (T = 0) is valid: counts, P and the losses 0, backwards write nothing") {
+  using config = moe::route_config<16, 2>;
+  test::device_buffer<float> loss(std::vector<float>{7.0f, 7.0f}), mean(std::vector<float>(16, 7.0f)), grad(std::vector<float>{7.0f});
+  test::device_buffer<std::int32_t> counts(std::vector<std::int32_t>(16, 7));
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::load_balancing_loss<config>(nullptr, bytes, (const float*)nullptr, (const std::int32_t*)nullptr, 0, 1.0f, {}));
+  test::device_buffer<unsigned char> workspace(bytes);
+  FRUGAL_REQUIRE_OK(moe::load_balancing_loss<config>(workspace.data(), bytes, (const float*)nullptr, (const std::int32_t*)nullptr, 0, 1.0f,
+                                                     moe::balance_outputs{counts.data(), mean.data(), loss.data()}));
+  std::size_t z_bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::router_z_loss<config>(nullptr, z_bytes, (const float*)nullptr, 0, 1.0f, loss.data() + 1));
+  test::device_buffer<unsigned char> z_workspace(z_bytes);
+  FRUGAL_REQUIRE_OK(moe::router_z_loss<config>(z_workspace.data(), z_bytes, (const float*)nullptr, 0, 1.0f, loss.data() + 1));
+  FRUGAL_REQUIRE_OK(moe::load_balancing_loss_backward<config>((const float*)nullptr, counts.data(), 0, 1.0f, grad.data()));
+  FRUGAL_REQUIRE_OK(moe::router_z_loss_backward<config>((const float*)nullptr, 0, 1.0f, grad.data()));
+  test::synchronize();
+  CHECK(loss.download() == std::vector<float>{0.0f, 0.0f});
+  CHECK(mean.download() == std::vector<float>(16, 0.0f));
+  CHECK(counts.download() == std::vector<std::int32_t>(16, 0));
+  CHECK(grad.download() == std::vector<float>{7.0f});
 }
 
 TEST_CASE("aux-loss-free balancing: the bias update moves load from hot to cold experts") {

@@ -206,7 +206,10 @@ void check_expert_choice_combine(std::int64_t tokens, int experts, int capacity,
       w[std::size_t(e) * capacity + j] = u(rng);
       ++j;
     }
+    // A malformed id (>= tokens, or below -1) in a free place: every entry point treats it as empty.
+    if (j < capacity && e % 4 == 3) ids[std::size_t(e) * capacity + j] = e % 8 == 3 ? std::int32_t(tokens + 3) : -5;
   }
+  auto valid_token = [&](std::int32_t t) { return t >= 0 && t < tokens; };
   const auto y = random_rows<T>(rows, hidden, rng), residual = random_rows<T>(tokens, hidden, rng), d_out = random_rows<T>(tokens, hidden, rng);
   test::device_buffer<T> d_y(y), d_residual(residual), d_out_dev(d_out), d_combined(std::size_t(tokens) * hidden),
       d_plain(std::size_t(tokens) * hidden), d_dy(std::size_t(rows) * hidden);
@@ -239,9 +242,9 @@ void check_expert_choice_combine(std::int64_t tokens, int experts, int capacity,
   std::vector<T> dy(static_cast<std::size_t>(rows * hidden), from_float<T>(0.0f)), gathered = dy;
   std::vector<std::int32_t> identity(static_cast<std::size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) {
-    identity[std::size_t(r)] = ids[std::size_t(r)] >= 0 ? std::int32_t(r) : -1;
+    identity[std::size_t(r)] = valid_token(ids[std::size_t(r)]) ? std::int32_t(r) : -1;
     const std::int32_t t = ids[std::size_t(r)];
-    if (t < 0) continue;
+    if (!valid_token(t)) continue;
     for (int h = 0; h < hidden; ++h) {
       gathered[std::size_t(r * hidden + h)] = d_out[std::size_t(std::int64_t(t) * hidden + h)];
       dy[std::size_t(r * hidden + h)] = from_float<T>(w[std::size_t(r)] * to_float(d_out[std::size_t(std::int64_t(t) * hidden + h)]));
@@ -335,4 +338,16 @@ TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)")
     CHECK(std::strstr(s.message(), "at most INT32_MAX") != nullptr);
   }
   FRUGAL_REQUIRE_OK(moe::permute(x.data(), 4, 16, 2, map.data(), map.data(), 0, out.data()));  // no rows: nothing to do
+  // Aliasing: outputs over inputs are refused; residual == out (exactly) is the in-place add.
+  s = moe::permute(x.data(), 4, 16, 2, map.data(), map.data(), 8, x.data());
+  CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
+  s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, (const __nv_bfloat16*)nullptr, x.data() + 16);
+  CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
+  s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, static_cast<const __nv_bfloat16*>(out.data() + 16), out.data());
+  CHECK(std::strstr(s.message(), "residual may be out itself") != nullptr);
+  test::device_buffer<float> dw(8);
+  s = moe::combine_backward(x.data(), x.data(), 8, 16, 2, 4, map.data(), map.data(), dw.data(), out.data(), dw.data());
+  CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
+  s = moe::combine_expert_choice_backward(x.data(), x.data(), 2, 4, map.data(), (const float*)nullptr, 4, 16, x.data(), (float*)nullptr);
+  CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
 }

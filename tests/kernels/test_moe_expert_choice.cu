@@ -115,12 +115,13 @@ void check_expert_choice(logits_pattern pattern, std::int64_t tokens, int capaci
 
 }  // namespace
 
-TEST_CASE("expert choice: softmax over experts, every pattern, capacities 1 .. T") {
+TEST_CASE("expert choice: softmax over experts, every pattern, capacities 1 .. T and above") {
   for (auto pattern : {logits_pattern::random, logits_pattern::ties, logits_pattern::specials, logits_pattern::all_equal,
                        logits_pattern::one_hot, logits_pattern::nan_rows, logits_pattern::neg_inf_rows}) {
     check_expert_choice<moe::expert_choice_config<16>>(pattern, 300, 37, 100 + int(pattern));
     check_expert_choice<moe::expert_choice_config<8>>(pattern, 64, 64, 200 + int(pattern));
     check_expert_choice<moe::expert_choice_config<3>>(pattern, 1, 1, 300 + int(pattern));
+    check_expert_choice<moe::expert_choice_config<8>>(pattern, 5, 9, 350 + int(pattern));  // capacity above T: the rest -1
   }
 }
 
@@ -140,7 +141,6 @@ TEST_CASE("expert choice: arguments are checked") {
   CHECK(bytes == 10 * 16 * sizeof(float));
   test::device_buffer<unsigned char> ws(bytes);
   const moe::expert_choice_outputs out{ids.data(), w.data()};
-  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 11, out).message(), "capacity") != nullptr);
   CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 0, out).message(), "capacity") != nullptr);
   moe::route_params p;
   float bias[16] = {};
@@ -148,4 +148,25 @@ TEST_CASE("expert choice: arguments are checked") {
   CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 4, out, p).message(), "bias") != nullptr);
   std::size_t small = bytes - 1;
   CHECK(moe::route_expert_choice<config>(ws.data(), small, x.data(), 10, 4, out).code() == errc::invalid_argument);
+  p = {};
+  p.noise_std = NAN;  // the one route_params check: refused here as by route
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 4, out, p).message(), "noise_std") != nullptr);
+}
+
+TEST_CASE("expert choice: an empty batch (T = 0) writes every expert's list empty") {
+  using config = moe::expert_choice_config<16>;
+  test::device_buffer<float> w(std::vector<float>(16 * 2, 7.0f));
+  test::device_buffer<std::int32_t> ids(std::vector<std::int32_t>(16 * 2, 7));
+  test::device_buffer<std::int64_t> offsets(17);
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(nullptr, bytes, (const float*)nullptr, 0, 2, {}));
+  test::device_buffer<unsigned char> ws(bytes);
+  moe::expert_choice_outputs out{ids.data(), w.data()};
+  out.expert_offsets = offsets.data();
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(ws.data(), bytes, (const float*)nullptr, 0, 2, out));
+  test::synchronize();
+  CHECK(ids.download() == std::vector<std::int32_t>(16 * 2, -1));
+  CHECK(w.download() == std::vector<float>(16 * 2, 0.0f));
+  const auto o = offsets.download();
+  for (int e = 0; e <= 16; ++e) CHECK(o[std::size_t(e)] == 2 * e);
 }

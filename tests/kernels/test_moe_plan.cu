@@ -245,11 +245,13 @@ TEST_CASE("plan: above 64K entries (many sub-tiles per block) equals the referen
   // A grid capped to a few blocks (the plan beside kernels that hold SMs): many sub-tiles each.
   for (int blocks : {1, 3}) {
     c.params.max_blocks = blocks;
+    c.params.capacity_factor = 1.25f;
     c.params.policy = moe::drop_policy::slot_major;
     c.params.layout = moe::placement::masked;
     check_plan((c.pattern = ids_pattern::skewed, c), 403 + blocks);
     c.params.policy = moe::drop_policy::none;
     c.params.layout = moe::placement::packed;
+    c.params.capacity_factor = 0.0f;  // (a capacity with the dropless policy is refused)
     check_plan((c.pattern = ids_pattern::uniform, c), 410 + blocks);
   }
 }
@@ -353,9 +355,45 @@ TEST_CASE("plan: invalid arguments are refused with a message") {
   p = {};
   p.max_blocks = -1;
   expect(p, 2, 8, "max_blocks must be >= 0");
+  p = {};
+  p.capacity_factor = 1.25f;  // with the dropless policy: refused, not silently ignored
+  expect(p, 2, 8, "need a drop policy");
+  p = {};
+  p.capacity = 3;
+  expect(p, 2, 8, "need a drop policy");
   const auto huge = moe::plan(ws.data(), bytes, ids.data(), nullptr, INT64_MAX / 4, 8, 8, moe::plan_params{}, {});
   CHECK(std::strstr(huge.message(), "tokens * k is too large") != nullptr);  // no int64 overflow on the way
   std::size_t small = 4;
   const auto s = moe::plan(ws.data(), small, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, {});
   CHECK(std::strstr(s.message(), "workspace_bytes") != nullptr);
+  moe::plan_outputs over_ids;
+  over_ids.slot_to_row = ids.data();  // an output over the ids
+  CHECK(std::strstr(moe::plan(ws.data(), bytes, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, over_ids).message(), "must not overlap") != nullptr);
+  test::device_buffer<std::int32_t> maps(64);
+  moe::plan_outputs sharing;
+  sharing.slot_to_row = maps.data();
+  sharing.row_to_slot = maps.data() + 4;  // two outputs sharing bytes
+  CHECK(std::strstr(moe::plan(ws.data(), bytes, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, sharing).message(), "must not overlap") != nullptr);
+}
+
+TEST_CASE("plan: any workspace alignment (the plan aligns it inside the bytes the query asked for)") {
+  const std::int64_t tokens = 37;
+  const int k = 3, experts = 8;
+  std::vector<std::int32_t> ids(std::size_t(tokens * k));
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = std::int32_t((i * 5 + i / 3) % experts);
+  test::device_buffer<std::int32_t> d_ids(ids);
+  std::size_t bytes = 0;
+  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), nullptr, tokens, k, experts, moe::plan_params{}, {}));
+  test::device_buffer<unsigned char> ws(bytes + 16);
+  std::vector<std::vector<std::int32_t>> rows_of_offset;
+  for (int offset : {0, 1, 4, 7, 8, 12}) {
+    test::device_buffer<std::int32_t> slot_to_row(ids.size());
+    moe::plan_outputs out;
+    out.slot_to_row = slot_to_row.data();
+    std::size_t given = bytes;
+    FRUGAL_REQUIRE_OK(moe::plan(ws.data() + offset, given, d_ids.data(), nullptr, tokens, k, experts, moe::plan_params{}, out));
+    test::synchronize();
+    rows_of_offset.push_back(slot_to_row.download());
+  }
+  for (const auto& rows : rows_of_offset) CHECK(rows == rows_of_offset.front());
 }

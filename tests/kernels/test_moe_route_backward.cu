@@ -17,7 +17,7 @@ namespace {
 
 template <class Config, class T = float>
 void check_backward(logits_pattern pattern, moe::route_params params, unsigned long long seed, std::int64_t tokens = 48,
-                    float clip = 0.0f, bool with_noise_logits = false) {
+                    float clip = 0.0f, bool with_noise_logits = false, bool non_finite_upstream = false) {
   FRUGAL_SEEDED_RNG(rng, seed);
   constexpr int E = Config::experts, K = Config::k;
   INFO("E " << E << " k " << K << " scoring " << std::string(Config::scoring::name) << " pattern "
@@ -27,6 +27,9 @@ void check_backward(logits_pattern pattern, moe::route_params params, unsigned l
   std::vector<float> d_weights(std::size_t(tokens) * K);
   std::normal_distribution<float> normal;
   for (auto& v : d_weights) v = normal(rng);
+  if (non_finite_upstream)  // every fifth token gets a NaN, +inf or -inf upstream gradient in one slot
+    for (std::int64_t t = 0; t < tokens; t += 5)
+      d_weights[std::size_t(t * K + t % K)] = t % 3 == 0 ? NAN : t % 3 == 1 ? INFINITY : -INFINITY;
   const auto noise = with_noise_logits ? test::make_logits<T>(logits_pattern::random, tokens, E, rng) : std::vector<T>{};
   const T* noise_ptr = with_noise_logits ? noise.data() : nullptr;
   const auto fwd = reference::route<Config, float>(logits.data(), noise_ptr, tokens, params);
@@ -52,6 +55,7 @@ void check_backward(logits_pattern pattern, moe::route_params params, unsigned l
     for (int e = 0; e < E; ++e) row_max = std::max(row_max, std::fabs(ref[std::size_t(t * E + e)]));
     for (int e = 0; e < E; ++e) {
       const double g = grad[std::size_t(t * E + e)], r = ref[std::size_t(t * E + e)];
+      if (std::isnan(r) && std::isnan(g)) continue;  // a poisoned row: NaN in both, at the same places
       // fp32 against fp64: a few ulps of the row's largest term.
       if (!(std::fabs(g - r) <= 1e-4 * std::fabs(r) + 2e-5 * row_max + 1e-7))
         FAIL("d logit " << g << " vs reference " << r << " (token " << t << ", expert " << e << ")");
@@ -134,6 +138,28 @@ TEST_CASE("route backward: noisy top-k with and without noise logits (the noise 
   }
 }
 
+TEST_CASE("route backward: a NaN or infinite upstream gradient is not hidden (NaN where a weight depends on the logit)") {
+  moe::route_params renorm;
+  renorm.renormalize = true;
+  for (auto pattern : {logits_pattern::random, logits_pattern::specials}) {
+    check_backward<moe::route_config<32, 4>>(pattern, {}, 1700, 40, 0.0f, false, true);
+    check_backward<moe::route_config<64, 6, moe::sigmoid_scoring>>(pattern, renorm, 1701, 40, 0.0f, false, true);
+    check_backward<moe::route_config<16, 2, moe::topk_softmax_scoring>>(pattern, {}, 1702, 40, 0.5f, false, true);
+  }
+  // The poisoned rows really are NaN (not zero) where the row softmax makes every logit count.
+  using config = moe::route_config<8, 2>;
+  FRUGAL_SEEDED_RNG(rng, 1703);
+  const auto logits = test::make_logits<float>(logits_pattern::random, 1, 8, rng);
+  const auto fwd = reference::route<config, float>(logits.data(), (const float*)nullptr, 1, {});
+  for (float upstream : {NAN, INFINITY}) {
+    test::device_buffer<float> d_x(logits), d_dw(std::vector<float>{upstream, 1.0f}), d_g(8);
+    test::device_buffer<std::int32_t> d_ids(fwd.global_ids);
+    FRUGAL_REQUIRE_OK(moe::route_backward<config>(d_x.data(), d_ids.data(), d_dw.data(), d_g.data(), 1));
+    test::synchronize();
+    for (float g : d_g.download()) REQUIRE(std::isnan(g));
+  }
+}
+
 TEST_CASE("route backward: accumulate adds to the existing gradient") {
   using config = moe::route_config<32, 4>;
   const std::int64_t tokens = 20;
@@ -159,6 +185,34 @@ TEST_CASE("route backward: invalid arguments are refused") {
   const auto s = moe::route_backward<config>(x.data(), ids.data(), dw.data(), g.data(), 1, {}, -1.0f);
   CHECK(s.code() == errc::invalid_argument);
   CHECK(std::strstr(s.message(), "clip") != nullptr);
+  // What route refuses, route_backward refuses (one check of route_params).
+  auto refused = [&](const moe::route_params& p, const char* field) {
+    const auto b = moe::route_backward<config>(x.data(), ids.data(), dw.data(), g.data(), 1, p);
+    INFO(b.message());
+    CHECK(b.code() == errc::invalid_argument);
+    CHECK(std::strstr(b.message(), field) != nullptr);
+    const moe::route_outputs<> out{ids.data(), dw.data()};
+    CHECK(std::strstr(moe::route<config>(x.data(), out, 1, p).message(), field) != nullptr);
+  };
+  moe::route_params p;
+  p.noise_std = NAN;
+  refused(p, "noise_std");
+  p = {};
+  p.noise_std = INFINITY;
+  refused(p, "noise_std");
+  p = {};
+  p.softcap = INFINITY;
+  refused(p, "softcap");
+  p = {};
+  p.renormalize_epsilon = NAN;
+  refused(p, "renormalize_epsilon");
+  p = {};
+  p.local_expert_begin = 3;
+  p.local_expert_end = 2;
+  refused(p, "local expert range");
+  // d_logits over the logits: refused.
+  const auto in_place = moe::route_backward<config>(x.data(), ids.data(), dw.data(), x.data(), 1);
+  CHECK(std::strstr(in_place.message(), "must not overlap") != nullptr);
 }
 
 namespace {

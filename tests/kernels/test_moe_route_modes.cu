@@ -211,6 +211,14 @@ TEST_CASE("route: expert parallelism by range and by map, non-local experts writ
   c.params = {};
   c.params.expert_map = map.data();
   all_patterns_with<moe::route_config<160, 6, moe::sigmoid_scoring>>(c, 2400);
+  // A malformed map (entries below -1 or at least E) writes not_routed there, never a stray id.
+  for (int e = 0; e < 160; ++e) map[std::size_t(e)] = e % 4 == 0 ? e / 4 : e % 4 == 1 ? -7 : e % 4 == 2 ? 160 + e : -1;
+  all_patterns_with<moe::route_config<160, 6, moe::sigmoid_scoring>>(c, 2450);
+  moe::route_params host_map;
+  host_map.expert_map = map.data();
+  CHECK(moe::local_expert_id(4, host_map, 160) == 1);
+  CHECK(moe::local_expert_id(5, host_map, 160) == moe::not_routed);
+  CHECK(moe::local_expert_id(6, host_map, 160) == moe::not_routed);
 }
 
 TEST_CASE("route: padding rows produce no routing") {
@@ -618,7 +626,7 @@ TEST_CASE("route: invalid arguments are refused with a message") {
     CHECK(s.code() == frugal::errc::invalid_argument);
     CHECK(std::strstr(s.message(), fragment) != nullptr);
   };
-  expect(moe::route<config>(x.data(), out, -1), "tokens must be >= 0");
+  expect(moe::route<config>(x.data(), out, -1), "tokens must be in [0, 2^40]");
   expect(moe::route<config>((const float*)nullptr, out, 1), "logits is null");
   expect(moe::route<config>(x.data(), moe::route_outputs<>{nullptr, w.data()}, 1), "ids and weights must not be null");
   moe::route_params p;
@@ -638,4 +646,8 @@ TEST_CASE("route: invalid arguments are refused with a message") {
   p.local_expert_end = 70;
   expect(moe::route<config>(x.data(), out, 1, p), "local expert range");
   FRUGAL_REQUIRE_OK(moe::route<config>((const float*)nullptr, moe::route_outputs<>{}, 0));  // T = 0: nothing to do
+  // Aliasing: ids and weights sharing a buffer, weights over the logits.
+  expect(moe::route<config>(x.data(), moe::route_outputs<>{reinterpret_cast<std::int32_t*>(w.data()), w.data()}, 1), "must not overlap");
+  expect(moe::route<config>(x.data(), moe::route_outputs<>{ids.data(), x.data() + 8}, 1), "must not overlap");
+  // A malformed expert_map is not an argument error (the host cannot read it): see the EP test case.
 }

@@ -301,6 +301,63 @@ TEST_CASE("nm_grouped_linear: experts of a plan (empty, one token, one hot exper
   run(nm<2, 8>{}, {2, 0, 19, 1}, 72, 96, 505, plan_layout::contiguous);
   run(nm<2, 4>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 506, plan_layout::masked);
   run(nm<2, 8>{}, {5, 0, 33}, 64, 200, 507, plan_layout::masked);
+  // Denser patterns on the dense tensor cores: the 64 x 64 tile (48 KiB of dynamic shared memory
+  // beside the tile search's static memory) and the decode tile.
+  run(nm<4, 8>{}, {0, 3, 17, 40, 1, 0, 70}, 72, 96, 508);
+  run(nm<3, 4>{}, {2, 1, 1, 3}, 64, 128, 509);
+}
+
+TEST_CASE("sanitized_metadata: every ascending 2:4 nibble kept, every other one read as positions 0, 1") {
+  for (unsigned n = 0; n < 16; ++n) {
+    const bool ascending = (n & 3u) < (n >> 2);
+    for (int at = 0; at < 8; ++at) {
+      const std::uint32_t word = (0x44444444u & ~(0xfu << (4 * at))) | (n << (4 * at));  // n among valid nibbles
+      const std::uint32_t want = ascending ? word : 0x44444444u;
+      INFO("nibble " << n << " at " << at);
+      CHECK(frugal::sparse::sanitized_metadata(word) == want);
+    }
+  }
+  CHECK(frugal::sparse::sanitized_metadata(0xEDC98E4Du) == 0xEDC98E4Du);  // all six valid nibbles
+  CHECK(frugal::sparse::sanitized_metadata(0x00000000u) == 0x44444444u);
+}
+
+TEST_CASE("nm_linear: a corrupted 2:4 index (a descending or equal nibble) is read as positions 0, 1, never undefined") {
+  using T = __nv_bfloat16;
+  FRUGAL_SEEDED_RNG(rng, 450);
+  const std::int64_t tokens = 5, out = 16, k = 64;
+  auto w = make_weight<T>(rng, out, k, true);
+  // Corrupt window 3 of row 2 (nibble 0x1: idx0 1, idx1 0) and window 9 of row 7 (0xA: 2, 2).
+  auto corrupt = [&](std::int64_t row, int window, std::uint32_t nibble) {
+    std::uint32_t& word = w.indices[std::size_t(row * w.ld_indices + window / 8)];
+    word = (word & ~(0xfu << (4 * (window % 8)))) | (nibble << (4 * (window % 8)));
+    for (int i = 0; i < 4; ++i) w.dense[std::size_t(row * k + window * 4 + i)] = 0.0f;
+    for (int j = 0; j < 2; ++j)  // the window's two values land at positions 0 and 1
+      w.dense[std::size_t(row * k + window * 4 + j)] = frugal::to_float(w.values[std::size_t(row * w.ld_values + window * 2 + j)]);
+  };
+  corrupt(2, 3, 0x1u);
+  corrupt(7, 9, 0xAu);
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::vector<T> x(std::size_t(tokens * k));
+  for (auto& v : x) v = frugal::from_float<T>(float(small(rng)));
+  device_buffer<T> d_x(x), d_values(w.values);
+  device_buffer<std::uint32_t> d_indices(w.indices);
+  device_buffer<float> d_y(std::size_t(tokens * out));
+  std::size_t bytes = 0;
+  const frugal::sparse::nm_weight<T> weight{d_values.data(), w.ld_values, d_indices.data(), w.ld_indices, 0, 0};
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(nullptr, bytes, frugal::row_major<const T>(d_x.data(), k), weight,
+                                                         frugal::row_major(d_y.data(), out), tokens, out, k)));
+  device_buffer<unsigned char> workspace(bytes);
+  FRUGAL_REQUIRE_OK((frugal::sparse::nm_linear<nm<2, 4>>(workspace.data(), bytes, frugal::row_major<const T>(d_x.data(), k), weight,
+                                                         frugal::row_major(d_y.data(), out), tokens, out, k)));
+  frugal::test::synchronize();
+  const auto got = d_y.download();
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (std::int64_t f = 0; f < out; ++f) {
+      float want = 0.0f;
+      for (std::int64_t i = 0; i < k; ++i) want += frugal::to_float(x[std::size_t(t * k + i)]) * w.dense[std::size_t(f * k + i)];
+      INFO("token " << t << " feature " << f);
+      REQUIRE(got[std::size_t(t * out + f)] == want);
+    }
 }
 
 TEST_CASE("backward: dX = dY W through W^T compressed under a transposable 2:4 mask; dW = dY^T X, masked and dense") {

@@ -481,6 +481,9 @@ TEST_CASE("topk: invalid arguments are refused with a message") {
   expect(frugal::topk(x.data(), v.data(), i.data(), 1, 8, 0), "k must be in [1, min(cols, 32)]");
   expect(frugal::topk((const float*)nullptr, v.data(), i.data(), 1, 8, 2), "in is null");
   expect(frugal::topk(x.data(), (float*)nullptr, (std::int32_t*)nullptr, 1, 8, 2), "both null");
+  // Aliasing: in place, or values over indices.
+  expect(frugal::topk(x.data(), x.data(), i.data(), 4, 8, 2), "must not overlap");
+  expect(frugal::topk(x.data(), v.data(), reinterpret_cast<std::int32_t*>(v.data() + 1), 4, 8, 2), "must not overlap");
   // Zero rows is valid and touches nothing, even with null pointers.
   FRUGAL_REQUIRE_OK(frugal::topk((const float*)nullptr, (float*)nullptr, (std::int32_t*)nullptr, 0, 8, 2));
 }

@@ -30,11 +30,11 @@ inline std::int64_t capped_blocks(std::int64_t needed, int sms) {
 template <class Config>
 status check_loss_arguments(const void* logits, std::int64_t tokens, float coefficient, const route_params& p,
                             const char* who_null, const char* who_tokens) {
-  if (tokens < 1) return status::invalid(who_tokens);
-  if (!logits) return status::invalid(who_null);
+  if (tokens < 0) return status::invalid(who_tokens);
+  if (!logits && tokens > 0) return status::invalid(who_null);
   if (!std::isfinite(coefficient)) return status::invalid("frugal::moe: the loss coefficient must be finite");
   if (tokens > std::int64_t(INT32_MAX) / Config::k) return status::invalid("frugal::moe: tokens * k must fit in int32");
-  if (!(p.softcap >= 0.0f) || !(p.noise_std >= 0.0f)) return status::invalid("frugal::moe: invalid route_params");
+  FRUGAL_TRY(check_route_params<Config>(p));
   return status{};
 }
 }  // namespace detail
@@ -88,13 +88,18 @@ status load_balancing_loss(void* workspace, std::size_t& workspace_bytes, const 
   }
   FRUGAL_TRY(detail::check_loss_arguments<Config>(logits, tokens, coefficient, params,
                                                   "frugal::moe::load_balancing_loss: logits is null",
-                                                  "frugal::moe::load_balancing_loss: tokens must be >= 1"));
-  if (!ids || !out.counts || !out.loss)
+                                                  "frugal::moe::load_balancing_loss: tokens must be >= 0"));
+  if ((!ids && tokens > 0) || !out.counts || !out.loss)
     return status::invalid("frugal::moe::load_balancing_loss: ids, counts and loss must not be null");
   if (workspace_bytes < std::size_t(blocks) * Config::experts * sizeof(float))
     return status::invalid("frugal::moe::load_balancing_loss: workspace_bytes is smaller than the size query returned");
   auto* partials = static_cast<float*>(workspace);
   FRUGAL_TRY(expert_counts<Config>(ids, tokens, out.counts, stream));
+  if (tokens == 0) {  // an empty batch: counts 0 (just written), P 0, loss 0
+    if (out.mean_probability)
+      FRUGAL_TRY(status::from_cuda(cudaMemsetAsync(out.mean_probability, 0, sizeof(float) * Config::experts, stream)));
+    return status::from_cuda(cudaMemsetAsync(out.loss, 0, sizeof(float), stream));
+  }
   FRUGAL_TRY(launch(detail::router_statistics_kernel<Config, T, true>,
                     launch_config{dim3(unsigned(blocks)), dim3(detail::balance_threads), 0, stream}, logits, tokens, params,
                     partials, static_cast<float*>(nullptr)));
@@ -114,7 +119,8 @@ status load_balancing_loss_backward(const T* logits, const std::int32_t* counts,
                 "frugal::moe::load_balancing_loss_backward: the scoring functor needs derivative(x, s)");
   FRUGAL_TRY(detail::check_loss_arguments<Config>(logits, tokens, coefficient, params,
                                                   "frugal::moe::load_balancing_loss_backward: logits is null",
-                                                  "frugal::moe::load_balancing_loss_backward: tokens must be >= 1"));
+                                                  "frugal::moe::load_balancing_loss_backward: tokens must be >= 0"));
+  if (tokens == 0) return status{};  // d_logits is [0, E]
   if (!counts || !d_logits)
     return status::invalid("frugal::moe::load_balancing_loss_backward: counts and d_logits must not be null");
   int sms = 0;
@@ -139,10 +145,11 @@ status router_z_loss(void* workspace, std::size_t& workspace_bytes, const T* log
   }
   FRUGAL_TRY(detail::check_loss_arguments<Config>(logits, tokens, coefficient, params,
                                                   "frugal::moe::router_z_loss: logits is null",
-                                                  "frugal::moe::router_z_loss: tokens must be >= 1"));
+                                                  "frugal::moe::router_z_loss: tokens must be >= 0"));
   if (!loss) return status::invalid("frugal::moe::router_z_loss: loss is null");
   if (workspace_bytes < std::size_t(blocks) * sizeof(float))
     return status::invalid("frugal::moe::router_z_loss: workspace_bytes is smaller than the size query returned");
+  if (tokens == 0) return status::from_cuda(cudaMemsetAsync(loss, 0, sizeof(float), stream));  // an empty batch: 0
   auto* partials = static_cast<float*>(workspace);
   FRUGAL_TRY(launch(detail::router_statistics_kernel<Config, T, false>,
                     launch_config{dim3(unsigned(blocks)), dim3(detail::balance_threads), 0, stream}, logits, tokens, params,
@@ -158,7 +165,8 @@ status router_z_loss_backward(const T* logits, std::int64_t tokens, float coeffi
                               const route_params& params = {}, bool accumulate = false, cudaStream_t stream = nullptr) {
   FRUGAL_TRY(detail::check_loss_arguments<Config>(logits, tokens, coefficient, params,
                                                   "frugal::moe::router_z_loss_backward: logits is null",
-                                                  "frugal::moe::router_z_loss_backward: tokens must be >= 1"));
+                                                  "frugal::moe::router_z_loss_backward: tokens must be >= 0"));
+  if (tokens == 0) return status{};  // d_logits is [0, E]
   if (!d_logits) return status::invalid("frugal::moe::router_z_loss_backward: d_logits is null");
   int sms = 0;
   FRUGAL_TRY(multiprocessor_count(sms));

@@ -48,6 +48,13 @@ status combine(const T* y, std::int64_t rows, int hidden, int k, std::int64_t to
                                    "frugal::moe::combine: y, residual and out must be 16-byte aligned", hidden, {y, residual, out}));
   if (tokens == 0) return status{};
   if (!slot_to_row || !out || (!y && rows > 0)) return status::invalid("frugal::moe::combine: null pointer");
+  // residual == out is an in-place add (each element read before the same thread writes it);
+  // any other overlap with out would be read after another block wrote it.
+  const frugal::detail::byte_range out_range(out, tokens * hidden);
+  if (frugal::detail::any_overlap(frugal::detail::ranges(out_range), frugal::detail::ranges(frugal::detail::byte_range(y, rows * hidden), frugal::detail::byte_range(slot_to_row, tokens * k),
+                                        frugal::detail::byte_range(weights, weights ? tokens * k : 0))) ||
+      (static_cast<const void*>(residual) != static_cast<const void*>(out) && out_range.overlaps(frugal::detail::byte_range(residual, tokens * hidden))))
+    return status::invalid("frugal::moe::combine: out must not overlap y, the map or the weights (residual may be out itself, exactly)");
   return detail::launch_combine(y, hidden, tokens, detail::token_choice_slots{slot_to_row, weights, rows, k}, residual, out, stream);
 }
 
@@ -74,6 +81,11 @@ status combine_backward(const T* d_out, const T* y, std::int64_t rows, int hidde
                                    tokens, rows, k));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine_backward: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::combine_backward: d_out, y and d_y must be 16-byte aligned", hidden, {d_out, y, d_y}));
+  if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(d_y, rows * hidden), frugal::detail::byte_range(d_weights, tokens * k)),
+                          frugal::detail::ranges(frugal::detail::byte_range(d_out, tokens * hidden), frugal::detail::byte_range(y, rows * hidden),
+                           frugal::detail::byte_range(slot_to_row, tokens * k), frugal::detail::byte_range(row_to_slot, rows),
+                           frugal::detail::byte_range(weights, tokens * k))))
+    return status::invalid("frugal::moe::combine_backward: d_y and d_weights must not overlap the inputs or each other");
   if (d_y) {
     if (!row_to_slot || !weights || (!d_out && tokens > 0))
       return status::invalid("frugal::moe::combine_backward: d_y needs d_out, row_to_slot and weights");
@@ -119,6 +131,12 @@ status combine_expert_choice(const T* y, int experts, int capacity, const std::i
                                    {y, residual, out}));
   if (tokens == 0) return status{};
   if (!token_ids || !out || !y) return status::invalid("frugal::moe::combine_expert_choice: null pointer");
+  const std::int64_t places = std::int64_t(experts) * capacity;
+  const frugal::detail::byte_range out_range(out, tokens * hidden);
+  if (frugal::detail::any_overlap(frugal::detail::ranges(out_range), frugal::detail::ranges(frugal::detail::byte_range(y, places * hidden), frugal::detail::byte_range(token_ids, places),
+                                        frugal::detail::byte_range(weights, weights ? places : 0))) ||
+      (static_cast<const void*>(residual) != static_cast<const void*>(out) && out_range.overlaps(frugal::detail::byte_range(residual, tokens * hidden))))
+    return status::invalid("frugal::moe::combine_expert_choice: out must not overlap y, the ids or the weights (residual may be out itself, exactly)");
   return detail::launch_combine(y, hidden, tokens, detail::expert_choice_slots{token_ids, weights, experts, capacity}, residual,
                                 out, stream);
 }
@@ -126,7 +144,7 @@ status combine_expert_choice(const T* y, int experts, int capacity, const std::i
 //! Backward of combine_expert_choice, given d out [T, hidden]: d_y [E C, hidden] = w[r] *
 //! d_out[token_ids[r]] (zeros for empty places; nullptr to skip) and d_weights [E C] =
 //! <d_out[token_ids[r]], y[r]> (fp32, a fixed-order butterfly sum; 0 for empty places; nullptr
-//! to skip). The residual's gradient is d_out itself; the permute's (a gather of x) is
+//! to skip). A place whose token id is outside [0, tokens) is treated as empty (never read). The residual's gradient is d_out itself; the permute's (a gather of x) is
 //! combine_expert_choice of d_y-like rows without weights.
 template <class T>
 status combine_expert_choice_backward(const T* d_out, const T* y, int experts, int capacity, const std::int32_t* token_ids,
@@ -141,11 +159,15 @@ status combine_expert_choice_backward(const T* d_out, const T* y, int experts, i
   if (!d_y && !d_weights) return status{};
   if (!token_ids || !d_out || (d_weights && !y)) return status::invalid("frugal::moe::combine_expert_choice_backward: null pointer");
   const std::int64_t rows = std::int64_t(experts) * capacity;
+  if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(d_y, rows * hidden), frugal::detail::byte_range(d_weights, rows)),
+                          frugal::detail::ranges(frugal::detail::byte_range(d_out, tokens * hidden), frugal::detail::byte_range(y, rows * hidden),
+                           frugal::detail::byte_range(token_ids, rows), frugal::detail::byte_range(weights, weights ? rows : 0))))
+    return status::invalid("frugal::moe::combine_expert_choice_backward: d_y and d_weights must not overlap the inputs or each other");
   dim3 grid;
   FRUGAL_TRY(detail::row_grid((rows + 3) / 4, grid));
   return launch(detail::expert_choice_combine_backward_kernel<T, T, detail::dispatch_vector<T>>,
-                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, y, rows, hidden, token_ids, weights, d_y,
-                d_weights);
+                launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, y, rows, hidden, tokens, token_ids, weights,
+                d_y, d_weights);
 }
 
 }  // namespace frugal::moe

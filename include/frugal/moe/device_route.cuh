@@ -9,6 +9,7 @@
 #error "frugal: frugal/moe/device_route.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
 #endif
 
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/numeric.cuh>
 #include <frugal/moe/detail/route_kernels.cuh>
@@ -22,23 +23,23 @@ namespace frugal::moe {
 
 namespace detail {
 
-template <class Config, class IdT, class WeightT>
-status check_route_arguments(const void* logits, const route_outputs<IdT, WeightT>& out, std::int64_t tokens,
+template <class Config, class T, class IdT, class WeightT>
+status check_route_arguments(const route_inputs<T>& in, const route_outputs<IdT, WeightT>& out, std::int64_t tokens,
                              const route_params& p) {
-  if (tokens < 0) return status::invalid("frugal::moe::route: tokens must be >= 0");
+  const T* logits = in.logits;
+  if (tokens < 0 || tokens > (std::int64_t(1) << 40)) return status::invalid("frugal::moe::route: tokens must be in [0, 2^40]");
   if (tokens == 0) return status{};
   if (!logits) return status::invalid("frugal::moe::route: logits is null");
   if (!out.ids || !out.weights) return status::invalid("frugal::moe::route: ids and weights must not be null");
-  if (!(p.renormalize_epsilon >= 0.0f) || !std::isfinite(p.renormalize_epsilon))
-    return status::invalid("frugal::moe::route: renormalize_epsilon must be finite and >= 0");
-  if (!std::isfinite(p.routed_scaling)) return status::invalid("frugal::moe::route: routed_scaling must be finite");
-  if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap))
-    return status::invalid("frugal::moe::route: softcap must be finite and >= 0 (0 = off)");
-  if (!(p.noise_std >= 0.0f) || !std::isfinite(p.noise_std))
-    return status::invalid("frugal::moe::route: noise_std must be finite and >= 0 (0 = off)");
-  if (p.local_expert_end >= 0 &&
-      (p.local_expert_begin < 0 || p.local_expert_begin > p.local_expert_end || p.local_expert_end > Config::experts))
-    return status::invalid("frugal::moe::route: the local expert range must satisfy 0 <= begin <= end <= NumExperts");
+  FRUGAL_TRY(check_route_params<Config>(p));
+  using frugal::detail::any_overlap;
+  using frugal::detail::ranges;
+  using frugal::detail::byte_range;
+  const std::int64_t slots = tokens * Config::k, logits_count = tokens * Config::experts;
+  if (any_overlap(ranges(byte_range(out.ids, slots), byte_range(out.weights, slots), byte_range(out.source_rows, slots),
+                   byte_range(out.global_ids, slots), byte_range(out.degenerate_rows, 1)),
+                  ranges(byte_range(in.logits, logits_count), byte_range(in.noise_logits, logits_count))))
+    return status::invalid("frugal::moe::route: the outputs must not overlap each other or the logits");
   if (out.source_rows && tokens > std::int64_t(INT32_MAX) / Config::k)
     return status::invalid("frugal::moe::route: tokens * k must fit in int32 when source_rows are written");
   return status{};
@@ -163,7 +164,7 @@ status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t t
   static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
                 "frugal::moe::route: ids must be int32 or int64");
   static_assert(is_io_float_v<WeightT>, "frugal::moe::route: weights must be float, __half or __nv_bfloat16");
-  FRUGAL_TRY(detail::check_route_arguments<Config>(in.logits, out, tokens, params));
+  FRUGAL_TRY(detail::check_route_arguments<Config>(in, out, tokens, params));
   if (tokens == 0) return status{};
   if constexpr (Config::block_path) {
     int sms = 0;

@@ -128,16 +128,16 @@ status route_expert_choice(void* workspace, std::size_t& workspace_bytes, const 
     workspace_bytes = std::size_t(tokens > 0 ? tokens : 1) * Config::experts * sizeof(float);
     return status{};
   }
-  if (tokens < 1) return status::invalid("frugal::moe::route_expert_choice: tokens must be >= 1");
+  if (tokens < 0) return status::invalid("frugal::moe::route_expert_choice: tokens must be >= 0");
   if (tokens > INT32_MAX) return status::invalid("frugal::moe::route_expert_choice: tokens must fit in int32");
-  if (capacity < 1 || capacity > tokens)
-    return status::invalid("frugal::moe::route_expert_choice: capacity must be in [1, tokens]");
-  if (!logits || !out.token_ids || !out.weights)
+  if (capacity < 1 || std::int64_t(capacity) * Config::experts > INT32_MAX)
+    return status::invalid("frugal::moe::route_expert_choice: capacity must be >= 1, and E * capacity at most INT32_MAX");
+  if ((!logits && tokens > 0) || !out.token_ids || !out.weights)
     return status::invalid("frugal::moe::route_expert_choice: logits, token_ids and weights must not be null");
   if (params.selection_bias)
     return status::invalid("frugal::moe::route_expert_choice: a selection bias cannot change which tokens an expert prefers");
-  if (!(params.softcap >= 0.0f) || !(params.noise_std >= 0.0f))
-    return status::invalid("frugal::moe::route_expert_choice: invalid route_params");
+  FRUGAL_TRY(detail::check_route_params<Config>(params));
+
   if (workspace_bytes < std::size_t(tokens) * Config::experts * sizeof(float))
     return status::invalid("frugal::moe::route_expert_choice: workspace_bytes is smaller than the size query returned");
   auto* scores = static_cast<float*>(workspace);
@@ -146,9 +146,10 @@ status route_expert_choice(void* workspace, std::size_t& workspace_bytes, const 
   if (out.experts_per_token)
     FRUGAL_TRY(status::from_cuda(cudaMemsetAsync(out.experts_per_token, 0, sizeof(std::int32_t) * std::size_t(tokens), stream)));
   const std::int64_t blocks = tokens < std::int64_t(sms) * 16 ? tokens : std::int64_t(sms) * 16;
-  FRUGAL_TRY(launch(detail::expert_choice_scores_kernel<Config, T>,
-                    launch_config{dim3(unsigned(blocks)), dim3(detail::balance_threads), 0, stream}, logits, tokens, params,
-                    scores));
+  if (tokens > 0)  // (an empty batch still gets its lists written: every place -1, weight 0)
+    FRUGAL_TRY(launch(detail::expert_choice_scores_kernel<Config, T>,
+                      launch_config{dim3(unsigned(blocks)), dim3(detail::balance_threads), 0, stream}, logits, tokens, params,
+                      scores));
   return launch(detail::expert_choice_select_kernel,
                 launch_config{dim3(unsigned(Config::experts)), dim3(detail::expert_choice_threads), 0, stream},
                 static_cast<const float*>(scores), tokens, params.row_mask, capacity, out);

@@ -41,6 +41,10 @@ status permute(const T* x, std::int64_t tokens, int hidden, int k, const std::in
                                    "frugal::moe::permute: x and out must be 16-byte aligned", hidden, {x, out}));
   if (rows == 0) return status{};
   if (!row_to_slot || !out || (!x && tokens > 0)) return status::invalid("frugal::moe::permute: null pointer");
+  if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(out, rows * hidden)),
+                          frugal::detail::ranges(frugal::detail::byte_range(x, tokens * hidden), frugal::detail::byte_range(row_to_slot, rows),
+                           frugal::detail::byte_range(slot_to_row, tokens * k))))
+    return status::invalid("frugal::moe::permute: out must not overlap x or the maps (no in-place permute)");
   dim3 grid;
   FRUGAL_TRY(detail::source_grid(tokens, rows, slot_to_row, grid));
   return launch(detail::permute_kernel<T, detail::dispatch_vector<T>>, launch_config{grid, dim3(detail::dispatch_threads), 0, stream},
@@ -81,6 +85,11 @@ status permute_fp8(const T* x, std::int64_t tokens, int hidden, int k, const std
   if (rows == 0) return status{};
   if (!row_to_slot || !out || !scales || (!x && tokens > 0)) return status::invalid("frugal::moe::permute_fp8: null pointer");
   if (!is_aligned(scales, alignof(float))) return status::misaligned("frugal::moe::permute_fp8: scales must be 4-byte aligned");
+  const std::int64_t scale_count = per_128 ? rows * (hidden / 128) : rows;
+  if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(out, rows * hidden), frugal::detail::byte_range(scales, scale_count)),
+                          frugal::detail::ranges(frugal::detail::byte_range(x, tokens * hidden), frugal::detail::byte_range(row_to_slot, rows),
+                           frugal::detail::byte_range(slot_to_row, tokens * k))))
+    return status::invalid("frugal::moe::permute_fp8: out and scales must not overlap x, the maps or each other");
   dim3 grid;
   FRUGAL_TRY(detail::source_grid(tokens, rows, slot_to_row, grid));
   constexpr int V = detail::dispatch_vector<T>;

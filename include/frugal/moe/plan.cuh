@@ -12,6 +12,7 @@
 #error "frugal: frugal/moe/plan.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
 #endif
 
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/moe/detail/plan_kernels.cuh>
 #include <frugal/moe/dispatch_config.cuh>
@@ -49,7 +50,7 @@ status plan_grid_limit(Kernel kernel, int& blocks) {
 //!
 //! Rules for malformed ids: an id outside [-1, E) is treated as not routed, a repeated id within
 //! a token is a separate entry; both are counted in out.id_errors. Nothing is written out of
-//! bounds. Two-phase workspace; one cooperative launch (grid barriers between the phases, as many
+//! bounds. Two-phase workspace (any alignment: the plan aligns it); one cooperative launch (grid barriers between the phases, as many
 //! blocks as the device holds at once, at most one per 256 slots); deterministic.
 template <class IdT>
 status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const float* weights, std::int64_t tokens,
@@ -62,16 +63,21 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   // (tokens is compared after dividing, so tokens * k itself cannot overflow)
   if (tokens > std::int64_t(INT32_MAX) / 2 / k) return status::invalid("frugal::moe::plan: tokens * k is too large for int32 rows");
   const std::int64_t slots = tokens * k;
+  // 15 bytes of slack: any workspace pointer is aligned up to 16 inside it (as CUB does).
+  const std::size_t needed = detail::plan_workspace_bytes(slots, experts) + 15;
   if (workspace == nullptr) {
-    workspace_bytes = detail::plan_workspace_bytes(slots, experts);
+    workspace_bytes = needed;
     return status{};
   }
-  if (workspace_bytes < detail::plan_workspace_bytes(slots, experts))
-    return status::invalid("frugal::moe::plan: workspace_bytes is smaller than the size query returned");
+  if (workspace_bytes < needed) return status::invalid("frugal::moe::plan: workspace_bytes is smaller than the size query returned");
+  const auto* given_workspace = static_cast<const unsigned char*>(workspace);  // [given, given + needed) holds the aligned part
+  workspace = static_cast<unsigned char*>(workspace) + (16 - reinterpret_cast<std::uintptr_t>(workspace) % 16) % 16;
   if (params.block_size < 1 || params.block_size > 256) return status::invalid("frugal::moe::plan: block_size must be in [1, 256]");
   if (params.capacity < 0 || params.min_capacity < 0 || params.capacity_multiple < 1 ||
       !(params.capacity_factor >= 0.0f) || !std::isfinite(params.capacity_factor))
     return status::invalid("frugal::moe::plan: capacity, min_capacity, capacity_multiple and capacity_factor must be >= 0 (multiple >= 1)");
+  if (params.policy == drop_policy::none && params.layout == placement::packed && (params.capacity > 0 || params.capacity_factor > 0.0f))
+    return status::invalid("frugal::moe::plan: capacity and capacity_factor need a drop policy (drop_policy::none is dropless and would ignore them)");
   const std::int64_t capacity = plan_capacity(tokens, k, experts, params);
   if (params.layout == placement::masked && params.policy == drop_policy::none)
     return status::invalid("frugal::moe::plan: a masked placement needs a drop policy (rows beyond the capacity cannot be placed)");
@@ -82,6 +88,18 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   if (!ids && tokens > 0) return status::invalid("frugal::moe::plan: ids is null");
   const std::int64_t max_rows = plan_max_rows(tokens, k, experts, params);
   if (max_rows > INT32_MAX) return status::invalid("frugal::moe::plan: the expert-major buffer would exceed int32 rows");
+  {
+    using frugal::detail::byte_range;
+    const std::int64_t tiles = params.layout == placement::packed ? max_rows / params.block_size : 0;
+    if (frugal::detail::any_overlap(frugal::detail::ranges(byte_range(out.counts, experts), byte_range(out.dropped, experts), byte_range(out.offsets, experts + 1),
+                             byte_range(out.offsets64, experts + 1), byte_range(out.slot_to_row, slots), byte_range(out.row_to_slot, max_rows),
+                             byte_range(out.expanded_to_row, slots), byte_range(out.row_to_expanded, max_rows),
+                             byte_range(out.row_to_token, max_rows), byte_range(out.tile_experts, tiles), byte_range(out.total_rows, 1),
+                             byte_range(out.id_errors, 2)),
+                            frugal::detail::ranges(byte_range(ids, slots), byte_range(weights, weights ? slots : 0),
+                             byte_range(given_workspace, std::int64_t(needed)))))
+      return status::invalid("frugal::moe::plan: the outputs must not overlap each other, the ids, the weights or the workspace");
+  }
 
   if (params.max_blocks < 0) return status::invalid("frugal::moe::plan: max_blocks must be >= 0 (0: the whole device)");
   const auto kernel = detail::plan_kernel<IdT>;

@@ -11,6 +11,7 @@
 #endif
 
 #include <frugal/core/block.cuh>
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/numeric.cuh>
 #include <frugal/core/warp.cuh>
@@ -109,11 +110,13 @@ __global__ void __launch_bounds__(128, 1)
       for (int j = 0; j < K; ++j) r[j] = selected.probability(r[j]);
       degenerate = degenerate || selected.degenerate();
     }
-      bool constant[K];  // NaN or infinite scores weighed 0 in the forward: constants here
+    bool constant[K];  // NaN or infinite scores weighed 0 in the forward: constants here
+    bool poisoned = false;  // a non-finite upstream gradient of a differentiable weight
     FRUGAL_UNROLL
     for (int j = 0; j < K; ++j) {
       constant[j] = !(fabsf(r[j]) < INFINITY) || id[j] < 0;
       r[j] = constant[j] ? 0.0f : r[j];
+      poisoned = poisoned || (!constant[j] && !(fabsf(dr[j]) < INFINITY));
     }
     if (params.renormalize) {
       float sum = 0.0f, dot = 0.0f;
@@ -138,19 +141,23 @@ __global__ void __launch_bounds__(128, 1)
       const int e = i * TPT + local;
       if (e >= E) continue;
       float ds = 0.0f, own_r = 0.0f;
+      bool depends = Config::kind == scoring_kind::row_softmax;  // does a weight depend on this logit?
       FRUGAL_UNROLL
       for (int j = 0; j < K; ++j)
         if (id[j] == e) {
           ds += dr[j];
           own_r = r[j];
+          depends = depends || !constant[j];
         }
       float g;
       if constexpr (Config::kind == scoring_kind::row_softmax) g = stats.probability(x[i]) * (ds - dot);
       else if constexpr (Config::kind == scoring_kind::selected_softmax) g = own_r * (ds - dot);
       else g = ds == 0.0f ? 0.0f : ds * S{}.derivative(x[i], S{}(x[i]));
       g *= softcap_derivative(raw[i], params.softcap);
-      if (g != g || degenerate || !active) g = 0.0f;
+      const bool differentiable = active && !degenerate && fabsf(x[i]) < INFINITY && depends;
+      if (g != g || !differentiable) g = 0.0f;
       if (clip > 0.0f) g = fminf(fmaxf(g, -clip), clip);
+      if (poisoned && differentiable) g = NAN;  // not hidden, as autograd would not hide it (docs/moe_routing.md)
       D* out = d_logits + t * E + e;
       *out = from_float<D>(accumulate ? to_float(*out) + g : g);
     }
@@ -165,6 +172,8 @@ __global__ void __launch_bounds__(128, 1)
 //! gradients). `params` must be the forward's. The selection is piecewise constant and has no
 //! gradient; the bias and the noise are constants; padding rows and degenerate rows get 0; slots
 //! whose id is outside [0, E) contribute nothing. clip > 0 clamps every element to [-clip, clip].
+//! A NaN or infinite d_weights entry of a differentiable weight is not hidden: the token's
+//! gradient is NaN wherever a weight depends on the logit (NaN arising inside is 0, as before).
 //! Elementwise scorings need `derivative(x, s)`. One launch, deterministic.
 //! `in` must be the forward's inputs (its noise logits included).
 template <class Config, class T, class IdT, class G, class D>
@@ -179,13 +188,17 @@ status route_backward(route_inputs<T> in, const IdT* ids, const G* d_weights, D*
                 "frugal::moe::route_backward: logits, d_weights and d_logits must be float, __half or __nv_bfloat16");
   static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
                 "frugal::moe::route_backward: ids must be int32 or int64");
-  if (tokens < 0) return status::invalid("frugal::moe::route_backward: tokens must be >= 0");
+  if (tokens < 0 || tokens > (std::int64_t(1) << 40)) return status::invalid("frugal::moe::route_backward: tokens must be in [0, 2^40]");
   if (tokens == 0) return status{};
   if (!logits || !ids || !d_weights || !d_logits)
     return status::invalid("frugal::moe::route_backward: logits, ids, d_weights and d_logits must not be null");
   if (!(clip >= 0.0f)) return status::invalid("frugal::moe::route_backward: clip must be >= 0 (0 = off)");
-  if (!std::isfinite(params.routed_scaling) || !(params.renormalize_epsilon >= 0.0f) || !(params.softcap >= 0.0f))
-    return status::invalid("frugal::moe::route_backward: params must be the forward's valid params");
+  FRUGAL_TRY(detail::check_route_params<Config>(params));
+  const std::int64_t logits_count = tokens * Config::experts, slots = tokens * Config::k;
+  if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(d_logits, logits_count)),
+                          frugal::detail::ranges(frugal::detail::byte_range(logits, logits_count), frugal::detail::byte_range(in.noise_logits, logits_count),
+                           frugal::detail::byte_range(ids, slots), frugal::detail::byte_range(d_weights, slots))))
+    return status::invalid("frugal::moe::route_backward: d_logits must not overlap the logits, the ids or d_weights");
   int sms = 0;
   FRUGAL_TRY(multiprocessor_count(sms));
   constexpr int tokens_per_block = 128 / detail::backward_threads<Config>;

@@ -6,6 +6,7 @@
 #include <frugal/config.cuh>
 #include <frugal/moe/scoring.cuh>
 
+#include <cmath>
 #include <cstdint>
 
 namespace frugal::moe {
@@ -82,6 +83,25 @@ struct route_params {
   //! [T] bytes; 0 marks a padding row: ids not_routed, weights 0, source rows -1. nullptr: none.
   const std::uint8_t* row_mask = nullptr;
 };
+
+namespace detail {
+//! The one check of route_params, shared by route, route_backward and the router losses: what it
+//! can see without reading device memory. Messages name the field.
+template <class Config>
+status check_route_params(const route_params& p) {
+  if (!(p.renormalize_epsilon >= 0.0f) || !std::isfinite(p.renormalize_epsilon))
+    return status::invalid("frugal::moe: route_params::renormalize_epsilon must be finite and >= 0");
+  if (!std::isfinite(p.routed_scaling)) return status::invalid("frugal::moe: route_params::routed_scaling must be finite");
+  if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap))
+    return status::invalid("frugal::moe: route_params::softcap must be finite and >= 0 (0 = off)");
+  if (!(p.noise_std >= 0.0f) || !std::isfinite(p.noise_std))
+    return status::invalid("frugal::moe: route_params::noise_std must be finite and >= 0 (0 = off)");
+  if (p.local_expert_end >= 0 &&
+      (p.local_expert_begin < 0 || p.local_expert_begin > p.local_expert_end || p.local_expert_end > Config::experts))
+    return status::invalid("frugal::moe: route_params: the local expert range must satisfy 0 <= begin <= end <= NumExperts");
+  return status{};
+}
+}  // namespace detail
 
 //! Inputs of routing: logits [T, E] and, for noisy top-k, the noise network's logits [T, E].
 template <class T>

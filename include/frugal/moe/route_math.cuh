@@ -214,9 +214,14 @@ FRUGAL_HOST_DEVICE void insert_top2(float& a1, float& a2, float v) {
   a2 = fmaxf(a2, lower);
 }
 
-//! The id written for expert `e` under expert parallelism: local id, or not_routed.
-FRUGAL_HOST_DEVICE int local_expert_id(int e, const route_params& params) {
-  if (params.expert_map) return params.expert_map[e];
+//! The id written for expert `e` of `experts` under expert parallelism: local id, or not_routed.
+//! An expert_map entry outside [0, experts) (a local id space is never larger than the global
+//! one) is written as not_routed: a malformed map never yields an id no expert owns.
+FRUGAL_HOST_DEVICE int local_expert_id(int e, const route_params& params, int experts) {
+  if (params.expert_map) {
+    const int id = params.expert_map[e];
+    return id >= 0 && id < experts ? id : not_routed;
+  }
   if (params.local_expert_end < 0) return e;
   return (e >= params.local_expert_begin && e < params.local_expert_end) ? e - params.local_expert_begin : not_routed;
 }

@@ -211,7 +211,7 @@ route_result<R> route(const T* logits, const T* noise_logits, std::int64_t token
     for (int j = 0; j < K; ++j) {
       const std::size_t o = std::size_t(t) * K + std::size_t(j);
       out.global_ids[o] = ids[std::size_t(j)];
-      out.ids[o] = moe::local_expert_id(ids[std::size_t(j)], p);
+      out.ids[o] = moe::local_expert_id(ids[std::size_t(j)], p, Config::experts);
       out.weights[o] = w[std::size_t(j)];
       out.source_rows[o] = std::int32_t(j * tokens + t);
     }
@@ -277,9 +277,17 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
       zeroed[std::size_t(j)] = !std::isfinite(r[std::size_t(j)]);  // NaN or infinite scores weigh 0
       if (zeroed[std::size_t(j)]) r[std::size_t(j)] = 0;
     }
-    // d r_j from d w_j: scaling, then renormalisation w = r / (sum r + eps).
+    // d r_j from d w_j: scaling, then renormalisation w = r / (sum r + eps). A non-finite
+    // upstream gradient of a weight that is not a constant poisons the token's row (NaN).
     std::vector<R> dr(static_cast<std::size_t>(K));
-    for (int j = 0; j < K; ++j) dr[std::size_t(j)] = detail::real_of<R>(d_weights[t * K + j]) * R(p.routed_scaling);
+    bool poisoned = false;
+    std::vector<bool> depends(std::size_t(E), Config::kind == moe::scoring_kind::row_softmax);
+    for (int j = 0; j < K; ++j) {
+      const float upstream = detail::real_of<float>(d_weights[t * K + j]) * p.routed_scaling;  // in fp32, as the kernel
+      dr[std::size_t(j)] = detail::real_of<R>(d_weights[t * K + j]) * R(p.routed_scaling);
+      poisoned = poisoned || (!zeroed[std::size_t(j)] && !std::isfinite(upstream));
+      if (!zeroed[std::size_t(j)]) depends[std::size_t(ids[std::size_t(j)])] = true;
+    }
     if (p.renormalize) {
       R sum = 0, dot = 0;
       for (int j = 0; j < K; ++j) sum += r[std::size_t(j)];
@@ -311,8 +319,10 @@ std::vector<R> route_backward(const T* logits, const std::int32_t* global_ids, c
     }
     for (int e = 0; e < E; ++e) {
       R g = dxt[std::size_t(e)] * moe::softcap_derivative<R>(raw[std::size_t(e)], R(p.softcap));
-      if (std::isnan(g)) g = 0;
+      const bool differentiable = std::isfinite(x[std::size_t(e)]) && depends[std::size_t(e)];
+      if (std::isnan(g) || !differentiable) g = 0;
       if (clip > 0.0f) g = std::clamp(g, R(-clip), R(clip));
+      if (poisoned && differentiable) g = std::numeric_limits<R>::quiet_NaN();
       dx[std::size_t(t) * E + std::size_t(e)] = g;
     }
   }

@@ -62,6 +62,18 @@ FRUGAL_HOST_DEVICE std::uint32_t metadata_register(std::uint32_t word_row_g, std
   return ((word_row_g >> (16 * h)) & 0xffffu) | (((word_row_g8 >> (16 * h)) & 0xffffu) << 16);
 }
 
+//! A 2:4 index word with every nibble that is not ascending (idx0 >= idx1: never written by
+//! frugal, but possible in a corrupted weight) replaced by 0x4 (positions 0, 1): the hardware then
+//! never sees an invalid nibble, and a malformed weight gives defined (if meaningless) values.
+//! Per nibble d = 4 + idx1 - idx0 lies in [1, 7] (no borrow between nibbles); valid iff d >= 5.
+FRUGAL_HOST_DEVICE std::uint32_t sanitized_metadata(std::uint32_t word) {
+  const std::uint32_t lo = word & 0x33333333u, hi = (word >> 2) & 0x33333333u;
+  const std::uint32_t d = (hi | 0x44444444u) - lo;
+  const std::uint32_t valid = (d >> 2) & (d | (d >> 1)) & 0x11111111u;
+  const std::uint32_t mask = valid * 0xfu;
+  return (word & mask) | (0x44444444u & ~mask);
+}
+
 //! A block's sparse GEMM tile. Every thread of a 1D block of Tile::threads threads calls every
 //! member. Pattern is the weight's format: nm<2, 4> is copied as it is; any nm<N, M> with N <= 2
 //! (1:4, 2:8, 1:8, 2:16, 1:16) is read compactly and expanded on the way into shared memory to
@@ -123,16 +135,28 @@ class block_sparse_gemm {
     const std::int64_t k_tiles = (op.k + Tile::block_k - 1) / Tile::block_k - first;
     FRUGAL_UNROLL
     for (int s = 0; s < Tile::stages - 1; ++s) {
-      if (s < k_tiles) load_stage(op, first + s, s);
+      if (s < k_tiles) {
+        std::uint32_t words[meta_per_thread] = {};
+        load_stage(op, first + s, s);
+        load_metadata(op, first + s, words);
+        store_metadata(s, words);
+      }
       cp_async_commit();
     }
     for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
       cp_async_wait<Tile::stages - 2>();
       __syncthreads();
       const std::int64_t next = kt + Tile::stages - 1;
-      if (next < k_tiles) load_stage(op, first + next, int(next % Tile::stages));
+      std::uint32_t words[meta_per_thread] = {};
+      if (next < k_tiles) {
+        load_stage(op, first + next, int(next % Tile::stages));
+        load_metadata(op, first + next, words);
+      }
       cp_async_commit();
       compute_stage(int(kt % Tile::stages), acc);
+      // The index words' loads were issued before the MMAs and land in shared memory after them,
+      // so their latency hides behind the math (the next barrier publishes them, as the copies).
+      if (next < k_tiles) store_metadata(int(next % Tile::stages), words);
     }
     cp_async_wait<0>();
     __syncthreads();
@@ -269,7 +293,7 @@ class block_sparse_gemm {
         const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
         std::uint32_t word;
         expand_word(op, row, k0 + 32 * w, sa, w, word);
-        smeta[row * 2 + w] = word;
+        smeta[row * 2 + w] = sanitized_metadata(word);  // duplicate positions of a malformed weight
       }
     }
     FRUGAL_UNROLL
@@ -287,18 +311,34 @@ class block_sparse_gemm {
       const bool in = n < op.cols;
       copy_chunk(sb + swizzled_chunk(n, c, 8) * 16, op.x, in ? n * op.ld_x + kk : 0, in ? clamp8(op.k - kk) : 0, op.vector_loads);
     }
-    // Index words: windows past K (or rows past the tile) become 0x4 nibbles (positions 0, 1 of
-    // zero values): the hardware must never see an equal-index nibble.
-    const std::int64_t windows = nm<2, 4>::windows(op.k);
-    FRUGAL_UNROLL
-    for (int it = 0; it < (expand || dense ? 0 : Tile::meta_words / Tile::threads); ++it) {
-      const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
-      const std::int64_t word = k0 / 32 + w, first_window = word * 8;
-      const std::int64_t live = row < op.rows ? windows - first_window : 0;
-      const int valid = live <= 0 ? 0 : live >= 8 ? 8 : int(live);
-      const std::uint32_t keep = valid == 8 ? 0xffffffffu : (1u << (4 * valid)) - 1u;
-      const std::uint32_t loaded = valid > 0 ? op.indices[row * op.ld_indices + word] : 0u;
-      smeta[row * 2 + w] = (loaded & keep) | (0x44444444u & ~keep);
+  }
+
+  // The 2:4 index words of a stage (two per W row), read by this thread into registers. Windows
+  // past K (or rows past the tile) become 0x4 nibbles (positions 0, 1 of zero values), and
+  // malformed nibbles too: the hardware must never see an invalid nibble.
+  static constexpr int meta_per_thread = expand || dense ? 1 : Tile::meta_words / Tile::threads;
+  FRUGAL_DEVICE void load_metadata(const operands& op, std::int64_t kt, std::uint32_t (&words)[meta_per_thread]) const {
+    if constexpr (!expand && !dense) {
+      const int tid = int(linear_thread_index());
+      const std::int64_t windows = nm<2, 4>::windows(op.k), k0 = kt * Tile::block_k;
+      FRUGAL_UNROLL
+      for (int it = 0; it < meta_per_thread; ++it) {
+        const int id = it * Tile::threads + tid, row = id / 2, w = id % 2;
+        const std::int64_t word = k0 / 32 + w, first_window = word * 8;
+        const std::int64_t live = row < op.rows ? windows - first_window : 0;
+        const int valid = live <= 0 ? 0 : live >= 8 ? 8 : int(live);
+        const std::uint32_t keep = valid == 8 ? 0xffffffffu : (1u << (4 * valid)) - 1u;
+        const std::uint32_t loaded = valid > 0 ? op.indices[row * op.ld_indices + word] : 0u;
+        words[it] = sanitized_metadata((loaded & keep) | (0x44444444u & ~keep));
+      }
+    }
+  }
+  FRUGAL_DEVICE void store_metadata(int stage, const std::uint32_t (&words)[meta_per_thread]) {
+    if constexpr (!expand && !dense) {
+      const int tid = int(linear_thread_index());
+      auto* smeta = reinterpret_cast<std::uint32_t*>(smem_ + stage * Tile::stage_bytes + (Tile::a_chunks + Tile::b_chunks) * 16);
+      FRUGAL_UNROLL
+      for (int it = 0; it < meta_per_thread; ++it) smeta[it * Tile::threads + tid] = words[it];
     }
   }
 

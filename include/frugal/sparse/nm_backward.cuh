@@ -73,8 +73,9 @@ status nm_weight_gradient(void* workspace, std::size_t& workspace_bytes, matrix_
   if (tokens > 0 && (!dy.data || dy.ld < out)) return status::invalid("frugal::sparse::nm_weight_gradient: dY is null or ld_dy < out");
   T* dy_t = static_cast<T*>(workspace);
   if (tokens > 0) {
+    if ((tokens + 31) / 32 > 65535 || (out + 31) / 32 > INT32_MAX)
+      return status::invalid("frugal::sparse::nm_weight_gradient: tokens must be < 2^21 and out < 2^36");
     const dim3 grid(unsigned((out + 31) / 32), unsigned((tokens + 31) / 32));
-    if (grid.y > 65535) return status::invalid("frugal::sparse::nm_weight_gradient: tokens must be < 2^21");
     FRUGAL_TRY(launch(detail::transpose_kernel<T>, launch_config{grid, dim3(32, 8), 0, stream}, dy.data, dy.ld, tokens, out, dy_t, ld_t));
   }
   // dW [out, K] = dY^T [out, tokens] (row-major) x X [tokens, K] (B row-major).

@@ -13,6 +13,7 @@
 #error "frugal: frugal/sparse/nm_linear.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
 #endif
 
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/shared_memory.cuh>
 #include <frugal/gemm/detail/gemm_checks.cuh>
@@ -181,6 +182,13 @@ status check_nm_linear(bool grouped, const matrix_ref<const T>& x, const nm_weig
   if (y.ld < epilogue_output_columns<Epilogue>(out)) return status::invalid(FRUGAL_NM_MESSAGE("ld_y must be >= out"));
   if (!is_aligned(x.data, sizeof(T)) || !is_aligned(w.values, sizeof(T)) || !is_aligned(w.indices, 4) || !is_aligned(y.data, sizeof(Out)))
     return status::misaligned(FRUGAL_NM_MESSAGE("a pointer is not aligned to its element size"));
+  // Y over an operand would change what other blocks still read (the grouped weights: at least one expert's).
+  using frugal::detail::byte_range;
+  const std::int64_t y_cols = epilogue_output_columns<Epilogue>(out), kept = Pattern::values_per_row(k), words = Pattern::index_words_per_row(k);
+  const byte_range y_range(y.data, tokens, y_cols, y.ld), x_range(x.data, tokens, k, x.ld), values_range(w.values, out, kept, w.ld_values),
+      indices_range(w.indices, out, words, w.ld_indices);
+  if (k > 0 && frugal::detail::any_overlap(frugal::detail::ranges(y_range), frugal::detail::ranges(x_range, values_range, indices_range)))
+    return status::invalid(FRUGAL_NM_MESSAGE("Y must not overlap X or the weight"));
 #undef FRUGAL_NM_MESSAGE
   return status{};
 }
@@ -201,6 +209,11 @@ void check_types() {
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "frugal::sparse::nm_linear: X and W must be __half or __nv_bfloat16");
   static_assert(is_io_float_v<Out>, "frugal::sparse::nm_linear: Y must be float, __half or __nv_bfloat16");
 }
+template <class Epilogue>
+void check_epilogue() {
+  static_assert(!is_gated_epilogue_v<Epilogue>,
+                "frugal::sparse::nm_linear: gated_epilogue is not supported (the sparse tile visits one output at a time); join gate and up with a user epilogue, as example 05 does");
+}
 }  // namespace detail
 
 //! Y = epilogue(X W^T): X [tokens, K] (row-major), W [out, K] N:M-sparse in the canonical format
@@ -220,6 +233,7 @@ template <class Pattern, class TX, class T, class Out, class Epilogue = linear_e
 status nm_linear(void* workspace, std::size_t& workspace_bytes, matrix_ref<TX> x, const nm_weight<T>& w, matrix_ref<Out> y,
                  std::int64_t tokens, std::int64_t out, std::int64_t k, const Epilogue& epilogue = {}, cudaStream_t stream = nullptr) {
   detail::check_types<Pattern, TX, T, Out>();
+  detail::check_epilogue<Epilogue>();
   const matrix_ref<const T> cx{x.data, x.ld, x.order};
   FRUGAL_TRY(detail::check_nm_linear<Pattern>(false, cx, w, y, tokens, out, k, epilogue));
   int sms = 0;
@@ -268,6 +282,7 @@ template <class Pattern, class TX, class T, class OffsetT, class Out, class Epil
 status nm_grouped_linear(matrix_ref<TX> x, const nm_weight<T>& w, const gemm_groups<OffsetT>& groups, matrix_ref<Out> y, std::int64_t out,
                          std::int64_t k, const Epilogue& epilogue = {}, cudaStream_t stream = nullptr) {
   detail::check_types<Pattern, TX, T, Out>();
+  detail::check_epilogue<Epilogue>();
   static_assert(std::is_same_v<OffsetT, std::int32_t> || std::is_same_v<OffsetT, std::int64_t>,
                 "frugal::sparse::nm_grouped_linear: offsets must be int32 or int64");
   if (groups.groups < 0 || groups.groups > 65536) return status::invalid("frugal::sparse::nm_grouped_linear: groups must be in [0, 65536]");

@@ -9,6 +9,7 @@
 #error "frugal: frugal/topk/device_topk.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
 #endif
 
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/numeric.cuh>
 #include <frugal/topk/detail/topk_rows_kernel.cuh>
@@ -50,6 +51,9 @@ status topk(const T* in, T* out_values,
   if (in == nullptr) return status::invalid("frugal::topk: in is null");
   if (out_values == nullptr && out_indices == nullptr)
     return status::invalid("frugal::topk: out_values and out_indices are both null");
+  if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(out_values, rows * k), frugal::detail::byte_range(out_indices, rows * k)),
+                          frugal::detail::ranges(frugal::detail::byte_range(in, rows * cols))))
+    return status::invalid("frugal::topk: out_values and out_indices must not overlap in or each other (no in-place top-k)");
 
   constexpr int warps_per_block = 4;
   int sms = 0;

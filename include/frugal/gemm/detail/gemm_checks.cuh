@@ -4,6 +4,7 @@
 #pragma once
 
 #include <frugal/config.cuh>
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/vector_io.cuh>
 #include <frugal/gemm/gemm_config.cuh>
 
@@ -14,21 +15,6 @@
 #define FRUGAL_GEMM_MESSAGE(grouped, text) ((grouped) ? "frugal::grouped_gemm: " text : "frugal::gemm: " text)
 
 namespace frugal::detail {
-
-// [first, last) byte range of a matrix of `rows` x `cols` (in its own order) with leading dimension ld.
-template <class T>
-struct byte_range {
-  std::uintptr_t first = 0, last = 0;
-  byte_range(const T* p, std::int64_t rows, std::int64_t cols, std::int64_t ld) {
-    if (p == nullptr || rows <= 0 || cols <= 0) return;
-    first = reinterpret_cast<std::uintptr_t>(p);
-    last = first + std::uintptr_t(((rows - 1) * ld + cols) * std::int64_t(sizeof(T)));
-  }
-  template <class U>
-  bool overlaps(const byte_range<U>& o) const {
-    return first < last && o.first < o.last && first < o.last && o.first < last;
-  }
-};
 
 // Checks the operands of D[rows x out_cols] = epilogue(A[rows x k] B[k x n]) where B repeats
 // `b_groups` times `b_stride` elements apart. Returns ok, or why not.
@@ -56,11 +42,11 @@ status check_gemm_operands(bool grouped, const matrix_ref<const T>& a, const mat
   }
   if (b_stride < 0) return status::invalid(FRUGAL_GEMM_MESSAGE(grouped, "b_stride must be >= 0"));
   // D written over A or B would change operands other blocks still read.
-  const byte_range<Out> d_range(d.data, rows, out_cols, d.ld);
-  const byte_range<T> a_range(a.data, rows, k, a.ld);
+  const byte_range d_range(d.data, rows, out_cols, d.ld);
+  const byte_range a_range(a.data, rows, k, a.ld);
   const std::int64_t b_rows = b_col ? n : k, b_cols = b_col ? k : n;
   const std::int64_t stride = b_stride > 0 ? b_stride : n * k;
-  byte_range<T> b_range(b.data, b_rows, b_cols, b.ld);
+  byte_range b_range(b.data, b_rows, b_cols, b.ld);
   if (b_range.first < b_range.last) b_range.last += std::uintptr_t((b_groups - 1) * stride * std::int64_t(sizeof(T)));
   if (d_range.overlaps(a_range) || d_range.overlaps(b_range))
     return status::invalid(FRUGAL_GEMM_MESSAGE(grouped, "D overlaps A or B (the product cannot be written in place)"));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <frugal/config.cuh>
+#include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/vector_io.cuh>
 

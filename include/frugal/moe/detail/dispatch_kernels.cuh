@@ -322,12 +322,13 @@ __global__ void __launch_bounds__(dispatch_threads)
 template <class T, class G, int V>
 __global__ void __launch_bounds__(dispatch_threads)
     expert_choice_combine_backward_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t rows, int hidden,
-                                          const std::int32_t* __restrict__ token_ids, const float* __restrict__ weights,
-                                          T* __restrict__ d_y, float* __restrict__ d_weights) {
+                                          std::int64_t tokens, const std::int32_t* __restrict__ token_ids,
+                                          const float* __restrict__ weights, T* __restrict__ d_y, float* __restrict__ d_weights) {
   constexpr int warps = dispatch_threads / 32;
   const int lane = int(threadIdx.x % 32), chunks = hidden / V;
   for (std::int64_t r = std::int64_t(blockIdx.x) * warps + threadIdx.x / 32; r < rows; r += std::int64_t(gridDim.x) * warps) {
-    const std::int32_t t = token_ids[r];
+    const std::int32_t id = token_ids[r];
+    const std::int32_t t = id >= 0 && id < tokens ? id : -1;  // out of range: an empty place, as -1
     const float w = weights ? weights[r] : 1.0f;
     const G* g_row = t >= 0 ? d_out + std::int64_t(t) * hidden : nullptr;  // nullptr: an empty place, zeros
     float dot = 0.0f;

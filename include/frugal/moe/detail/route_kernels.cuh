@@ -27,11 +27,11 @@ namespace frugal::moe::detail {
 inline constexpr int route_block_threads = 128;
 
 // Writes one slot of token t (called by lane r < k of the token's logical warp).
-template <class IdT, class WeightT>
+template <int Experts, class IdT, class WeightT>
 FRUGAL_DEVICE void write_slot(const route_outputs<IdT, WeightT>& out, const route_params& params, std::int64_t tokens,
                               std::int64_t t, int k, int r, bool padding, bool degenerate, const route_slot& s) {
   const std::int64_t o = t * k + r;
-  out.ids[o] = IdT(padding ? not_routed : local_expert_id(s.expert, params));
+  out.ids[o] = IdT(padding ? not_routed : local_expert_id(s.expert, params, Experts));
   if (out.global_ids) out.global_ids[o] = IdT(padding ? not_routed : s.expert);
   out.weights[o] = from_float<WeightT>(padding ? 0.0f : s.weight);
   if (out.source_rows) out.source_rows[o] = padding ? -1 : std::int32_t(r * tokens + t);
@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
       const bool exists = parked < count;
       bool degenerate = mine.degenerate;
       const route_slot slot = finish_route<Config, L>(mine.expert, mine.x, params, mine.stats, degenerate);
-      if (exists && r < Config::k) write_slot(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
+      if (exists && r < Config::k) write_slot<Config::experts>(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
     }
   });
 }
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
       bool degenerate = false;
       const route_slot slot = warp_route<Config, VectorWidth>(logits + row * E, noise_logits ? noise_logits + row * E : nullptr, t,
                                                  active, params, degenerate, table);
-      if (exists && r < Config::k) write_slot(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
+      if (exists && r < Config::k) write_slot<Config::experts>(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
     }
   });
 }
@@ -158,13 +158,13 @@ __global__ void __launch_bounds__(route_block_threads, 1)
   const int tid = int(threadIdx.x);
   for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     if (params.row_mask && params.row_mask[t] == 0) {  // uniform across the block
-      if (tid < Config::k) write_slot(out, params, tokens, t, Config::k, tid, true, false, route_slot{});
+      if (tid < Config::k) write_slot<Config::experts>(out, params, tokens, t, Config::k, tid, true, false, route_slot{});
       continue;
     }
     bool degenerate = false;
     const route_slot slot = router.route(logits + t * Config::experts, noise_logits ? noise_logits + t * Config::experts : nullptr,
                                          t, params, degenerate);
-    if (tid < Config::k) write_slot(out, params, tokens, t, Config::k, tid, false, degenerate, slot);
+    if (tid < Config::k) write_slot<Config::experts>(out, params, tokens, t, Config::k, tid, false, degenerate, slot);
   }
 }
 

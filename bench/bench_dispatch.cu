@@ -60,7 +60,8 @@ void BM_plan(benchmark::State& state) {
       row_to_slot(static_cast<std::size_t>(rows)), tiles(static_cast<std::size_t>(rows / 64)), total(1);
   cudaMemcpy(d_ids.ptr, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice);
   std::size_t bytes = 0;
-  (void)frugal::moe::plan(nullptr, bytes, d_ids.ptr, plan_weights, tokens, k, experts, params, {});
+  const frugal::moe::plan_shape shape{tokens, k, experts};
+  (void)frugal::moe::plan(nullptr, bytes, d_ids.ptr, plan_weights, {}, shape, params);
   frugal::bench::device_vector<unsigned char> workspace(bytes);
   frugal::moe::plan_outputs out;
   out.counts = counts.ptr;
@@ -72,7 +73,7 @@ void BM_plan(benchmark::State& state) {
   // the same outputs as moe_align_block_size: sorted ids, expert per tile, rows used
   const double moved = double(ids.size()) * 4 * 3 + double(rows) * 4;
   frugal::bench::time_launches(state, nullptr, moved, [&](int) {
-    return frugal::moe::plan(workspace.ptr, bytes, d_ids.ptr, plan_weights, tokens, k, experts, params, out).ok();
+    return frugal::moe::plan(workspace.ptr, bytes, d_ids.ptr, plan_weights, out, shape, params).ok();
   });
   state.SetLabel("one cooperative launch");
 }
@@ -94,8 +95,9 @@ void BM_permute_fp8(benchmark::State& state) {
   cudaMemset(x.ptr, 0x3c, std::size_t(tokens) * hidden * 2);
   const double moved = double(tokens) * hidden * 2 + double(rows) * hidden + double(rows) * (hidden / 128) * 4;
   frugal::bench::time_launches(state, nullptr, moved, [&](int) {
-    return frugal::moe::permute_fp8(x.ptr, tokens, hidden, k, row_to_slot.ptr, slot_to_row.ptr, rows, q.ptr, scales.ptr,
-                                    frugal::moe::fp8_scaling::per_128).ok();
+    return frugal::moe::permute_fp8(x.ptr, frugal::moe::dispatch_maps{row_to_slot.ptr, slot_to_row.ptr}, q.ptr, scales.ptr,
+                                    frugal::moe::dispatch_shape{tokens, k, hidden, rows}, {frugal::moe::fp8_scaling::per_128})
+        .ok();
   });
 }
 
@@ -119,14 +121,47 @@ void BM_move(benchmark::State& state) {
   cudaMemset(permuted.ptr, 0x3c, std::size_t(rows) * hidden * 2);
   cudaMemset(weights.ptr, 0x3e, std::size_t(rows) * 4);
   const double moved = double(tokens) * hidden * 2 + double(rows) * hidden * 2;
+  const frugal::moe::dispatch_shape shape{tokens, k, hidden, rows};
   frugal::bench::time_launches(state, nullptr, moved, [&](int) {
     if (Kind == move_kind::combine)
-      return frugal::moe::combine(permuted.ptr, rows, hidden, k, tokens, slot_to_row.ptr, weights.ptr,
-                                  static_cast<const __nv_bfloat16*>(nullptr), x.ptr).ok();
+      return frugal::moe::combine(permuted.ptr, frugal::moe::dispatch_maps{row_to_slot.ptr, slot_to_row.ptr}, weights.ptr, nullptr, x.ptr, shape)
+          .ok();
     // scatter: each token row read once (the inverse map); gather: each row reads its token
     const std::int32_t* forward = Kind == move_kind::permute_scatter ? slot_to_row.ptr : nullptr;
-    return frugal::moe::permute(x.ptr, tokens, hidden, k, row_to_slot.ptr, forward, rows, permuted.ptr).ok();
+    return frugal::moe::permute(x.ptr, frugal::moe::dispatch_maps{row_to_slot.ptr, forward}, permuted.ptr, shape).ok();
   });
+}
+
+// Decode: a plan padded to the GEMM's M-tile (block 64) sizes its buffer for the worst case,
+// T k + E (64 - 1) rows (8072 rows, 33 MB of bf16 at T = 1, E = 128, H = 2048), of which a
+// decode step uses a few. With the plan's device-side total the permute touches only those;
+// `worst_case` times the same call without it (every row written, padding as zeros), as
+// before the total existed. Bytes: what the call needs (the used rows).
+template <bool WithTotal>
+void BM_permute_decode(benchmark::State& state) {
+  if (!frugal::bench::require_device(state)) return;
+  const std::int64_t tokens = state.range(0);
+  const int k = 8, experts = int(state.range(1)), hidden = int(state.range(2));
+  frugal::moe::plan_params params;
+  params.block_size = 64;
+  const auto ids = routing_ids(tokens, k, experts);
+  const auto plan = frugal::reference::plan(ids.data(), nullptr, tokens, k, experts, params);
+  const std::int64_t rows = frugal::moe::plan_max_rows(tokens, k, experts, params);
+  frugal::bench::device_vector<__nv_bfloat16> x(std::size_t(tokens) * hidden), permuted(std::size_t(rows) * hidden);
+  frugal::bench::device_vector<std::int32_t> row_to_slot(plan.row_to_slot.size()), slot_to_row(plan.slot_to_row.size()), total(1);
+  cudaMemcpy(row_to_slot.ptr, plan.row_to_slot.data(), plan.row_to_slot.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(slot_to_row.ptr, plan.slot_to_row.data(), plan.slot_to_row.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(total.ptr, &plan.total_rows, 4, cudaMemcpyHostToDevice);
+  cudaMemset(x.ptr, 0x3c, std::size_t(tokens) * hidden * 2);
+  const double used = double(plan.total_rows);
+  const double moved = double(tokens) * hidden * 2 + used * hidden * 2;
+  const frugal::moe::dispatch_maps maps{row_to_slot.ptr, slot_to_row.ptr, WithTotal ? total.ptr : nullptr};
+  frugal::bench::time_launches(state, nullptr, moved, [&](int) {
+    return frugal::moe::permute(x.ptr, maps, permuted.ptr, frugal::moe::dispatch_shape{tokens, k, hidden, rows}).ok();
+  });
+  state.counters["rows_used"] = used;
+  state.counters["rows_bound"] = double(rows);
+  state.SetLabel(WithTotal ? "rows past the plan's total untouched" : "worst case: every row of the bound written");
 }
 
 void plan_shapes(benchmark::internal::Benchmark* b) {
@@ -135,6 +170,15 @@ void plan_shapes(benchmark::internal::Benchmark* b) {
   b->Args({16384, 8, 8});     // few experts, heavy contention for atomics-based peers
   b->Args({16384, 8, 256});   // beyond 64K entries: several sub-tiles per block once the grid is full
   b->Args({4096, 22, 512});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+// Decode batches (tokens, experts, hidden): Mixtral-like E 128 at one token, DeepSeek-V3 shapes.
+void decode_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"tokens", "experts", "hidden"});
+  b->Args({1, 128, 2048});
+  b->Args({8, 256, 7168});
+  b->Args({64, 256, 7168});
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
@@ -156,3 +200,5 @@ BENCHMARK(BM_permute_fp8)->Name("dispatch/permute_fp8_per128")->Apply(move_shape
 BENCHMARK(BM_move<move_kind::permute_scatter>)->Name("dispatch/permute_bf16")->Apply(move_shapes);
 BENCHMARK(BM_move<move_kind::permute_gather>)->Name("dispatch/permute_gather_bf16")->Apply(move_shapes);
 BENCHMARK(BM_move<move_kind::combine>)->Name("dispatch/combine_bf16")->Apply(move_shapes);
+BENCHMARK(BM_permute_decode<true>)->Name("dispatch/permute_decode_bf16")->Apply(decode_shapes);
+BENCHMARK(BM_permute_decode<false>)->Name("dispatch/permute_decode_bf16_worst_case")->Apply(decode_shapes);

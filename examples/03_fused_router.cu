@@ -35,7 +35,7 @@ constexpr int hidden = 64, experts = 64, top_k = 4, warps_per_block = 4;
 using router = frugal::moe::route_config<experts, top_k, tempered_sigmoid>;
 
 __global__ void router_layer(const float* x, const float* w, int tokens, int* ids, float* weights) {
-  __shared__ float logits[warps_per_block][experts];
+  __shared__ __align__(16) float logits[warps_per_block][experts];  // warp_route loads 16 bytes at a time
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int token = int(blockIdx.x) * warps_per_block + warp;
   const bool active = token < tokens;  // every lane still joins the warp collectives
@@ -49,7 +49,7 @@ __global__ void router_layer(const float* x, const float* w, int tokens, int* id
   params.renormalize = true;
   bool degenerate = false;
   const frugal::moe::route_slot slot =
-      frugal::moe::warp_route<router>(&logits[warp][0], (const float*)nullptr, token, active, params, degenerate);
+      frugal::moe::warp_route<router>(&logits[warp][0], nullptr, token, active, params, degenerate);
   if (active && lane < top_k) {
     ids[token * top_k + lane] = slot.expert;
     weights[token * top_k + lane] = slot.weight;

@@ -39,12 +39,7 @@ int main() {
   params.selection_bias = d_bias.data();
   params.renormalize = true;
   params.routed_scaling = 2.5f;
-  auto check = [](frugal::status s, const char* what) {
-    if (!s.ok()) {
-      std::printf("%s failed: %s\n", what, s.message());
-      std::exit(1);
-    }
-  };
+  using examples::check;
   const frugal::moe::route_outputs<> out{d_ids.data(), d_weights.data()};
   check(frugal::moe::route<gate>(d_logits.data(), out, tokens, params), "route");
   check(frugal::moe::expert_counts<gate>(d_ids.data(), tokens, d_counts.data()), "expert_counts");

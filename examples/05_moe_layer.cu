@@ -132,21 +132,19 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
       d_hidden(std::size_t(rows) * ffn), d_expert_out(std::size_t(rows) * hidden);
   examples::device_array<float> d_x32(x), d_logits(logits), d_weights(std::size_t(tokens) * K), d_out(std::size_t(tokens) * hidden);
   examples::device_array<std::int32_t> d_ids(std::size_t(tokens) * K), d_counts(E), d_offsets(E + 1), d_slot_to_row(std::size_t(tokens) * K),
-      d_row_to_slot(static_cast<std::size_t>(rows));
+      d_row_to_slot(static_cast<std::size_t>(rows)), d_total_rows(1);
   std::size_t bytes = 0;
-  auto check = [](frugal::status s, const char* what) {
-    if (!s.ok()) {
-      std::printf("%s failed: %s\n", what, s.message());
-      std::exit(1);
-    }
-  };
-  check(frugal::moe::plan(nullptr, bytes, d_ids.data(), d_weights.data(), tokens, K, E, plan_params, {}), "plan size");
+  using examples::check;
+  const frugal::moe::plan_shape plan_shape{tokens, K, E};
+  check(frugal::moe::plan(nullptr, bytes, d_ids.data(), d_weights.data(), {}, plan_shape, plan_params), "plan size");
   examples::device_array<unsigned char> workspace(bytes);
   frugal::moe::plan_outputs plan_out;
   plan_out.counts = d_counts.data();
   plan_out.offsets = d_offsets.data();
   plan_out.slot_to_row = d_slot_to_row.data();
   plan_out.row_to_slot = d_row_to_slot.data();
+  plan_out.total_rows = d_total_rows.data();  // permute and combine touch only the rows the plan used
+  const frugal::moe::dispatch_shape dispatch{tokens, K, hidden, rows};
   // The experts' segments of the expert-major buffer, straight from the plan.
   frugal::gemm_groups<std::int32_t> experts;
   experts.offsets = d_offsets.data();
@@ -185,11 +183,10 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
           "route");
   });
   time.run("plan", [&] {
-    check(frugal::moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), tokens, K, E, plan_params, plan_out), "plan");
+    check(frugal::moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), plan_out, plan_shape, plan_params), "plan");
   });
   time.run("permute", [&] {
-    check(frugal::moe::permute(d_x.data(), tokens, hidden, K, d_row_to_slot.data(), d_slot_to_row.data(), rows, d_permuted.data()),
-          "permute");
+    check(frugal::moe::permute(d_x.data(), frugal::moe::plan_maps(plan_out), d_permuted.data(), dispatch), "permute");
   });
   if constexpr (!sparse) {
     time.run("gate/up", [&] {  // hidden = silu(x W1^T) * (x W3^T), per expert
@@ -223,8 +220,7 @@ bool run_layer(const char* name, int tokens, int hidden, int ffn, const frugal::
     });
   }
   time.run("combine", [&] {
-    check(frugal::moe::combine(d_expert_out.data(), rows, hidden, K, tokens, d_slot_to_row.data(), d_weights.data(),
-                               (const float*)d_x32.data(), d_out.data()),
+    check(frugal::moe::combine(d_expert_out.data(), frugal::moe::plan_maps(plan_out), d_weights.data(), d_x32.data(), d_out.data(), dispatch),
           "combine");
   });
   examples::check(cudaDeviceSynchronize(), name);

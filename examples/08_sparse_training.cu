@@ -23,12 +23,7 @@ using pattern = frugal::sparse::nm<2, 8>;
 using bf16 = __nv_bfloat16;
 constexpr int rows = 32, k = 64, batch = 256;
 
-void check(frugal::status s, const char* what) {
-  if (!s.ok()) {
-    std::printf("%s failed: %s\n", what, s.message());
-    std::exit(1);
-  }
-}
+using examples::check;
 
 }  // namespace
 

@@ -2,6 +2,8 @@
 // Small helpers the examples share: where they run, and GPU (or host SIMT) arrays.
 #pragma once
 
+#include <frugal/config.cuh>
+
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -32,6 +34,14 @@ inline bool announce_mode(const char* name) {
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
     std::printf("%s failed: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+// A frugal call's status: on an error, print its message and exit.
+inline void check(const frugal::status& s, const char* what) {
+  if (!s.ok()) {
+    std::printf("%s failed: %s\n", what, s.message());
     std::exit(1);
   }
 }

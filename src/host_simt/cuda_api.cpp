@@ -5,6 +5,7 @@
 // undefined symbol at link time, never a silent no-op.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -14,9 +15,6 @@
 
 #include "state.hpp"
 
-struct CUstream_st {
-  int unused;
-};
 struct CUevent_st {
   std::chrono::steady_clock::time_point when;
 };
@@ -49,11 +47,19 @@ extern "C" {
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (!p) return note_error(cudaErrorInvalidValue);
-  *p = bytes ? std::aligned_alloc(256, (bytes + 255) / 256 * 256) : nullptr;
-  return (bytes && !*p) ? note_error(cudaErrorMemoryAllocation) : cudaSuccess;
+  if (const cudaError_t e = frugal::host_simt::detail::refuse_during_capture()) return e;
+  // 256-byte aligned as on a GPU, but exactly `bytes` long: a sanitizer build sees an overrun of
+  // a device buffer at its first byte, which rounding the size up would hide.
+  *p = nullptr;
+  if (bytes && posix_memalign(p, 256, bytes) != 0) {
+    *p = nullptr;
+    return note_error(cudaErrorMemoryAllocation);
+  }
+  return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaMalloc(p, bytes); }
 cudaError_t cudaFree(void* p) {
+  if (const cudaError_t e = frugal::host_simt::detail::refuse_during_capture()) return e;
   std::free(p);
   return cudaSuccess;
 }
@@ -61,20 +67,32 @@ cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind) {
   if (bytes && (!dst || !src)) return note_error(cudaErrorInvalidValue);
+  if (const cudaError_t e = frugal::host_simt::detail::refuse_during_capture()) return e;
   if (bytes) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind,
+                            cudaStream_t stream) {
+  if (bytes && (!dst || !src)) return note_error(cudaErrorInvalidValue);
+  auto copy = [=] {
+    if (bytes) std::memmove(dst, src, bytes);
+    return cudaSuccess;
+  };
+  return frugal::host_simt::detail::submit(stream, copy);
 }
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
   if (bytes && !dst) return note_error(cudaErrorInvalidValue);
+  if (const cudaError_t e = frugal::host_simt::detail::refuse_during_capture()) return e;
   if (bytes) std::memset(dst, value, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(dst, value, bytes);
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes && !dst) return note_error(cudaErrorInvalidValue);
+  auto set = [=] {
+    if (bytes) std::memset(dst, value, bytes);
+    return cudaSuccess;
+  };
+  return frugal::host_simt::detail::submit(stream, set);
 }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (free_bytes) *free_bytes = size_t(8) << 30;
@@ -82,7 +100,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return frugal::host_simt::detail::refuse_during_capture(); }
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int* n) {
   if (n) *n = 1;
@@ -135,10 +153,14 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
   return cudaSuccess;
 }
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const void*,
-                                                                   int block_size, size_t,
+                                                                   int block_size, size_t smem,
                                                                    unsigned int) {
   if (!blocks || block_size <= 0) return note_error(cudaErrorInvalidValue);
+  // An H100/H200 multiprocessor: 2048 threads, 228 KiB of shared memory with 1 KiB reserved per
+  // block (a kernel's static shared memory is not known here and not counted).
   *blocks = block_size > 1024 ? 0 : 2048 / block_size;
+  if (smem > frugal::host_simt::detail::max_shared_optin) *blocks = 0;
+  else if (smem > 0) *blocks = std::min(*blocks, int(228 * 1024 / (smem + 1024)));
   return cudaSuccess;
 }
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func,
@@ -156,7 +178,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (stream && stream->capture) {
+    stream->invalidated = true;
+    return note_error(cudaErrorStreamCaptureUnsupported);
+  }
+  return frugal::host_simt::detail::refuse_during_capture();
+}
 cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
@@ -169,12 +197,15 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   if (!e) return note_error(cudaErrorInvalidResourceHandle);
-  e->when = std::chrono::steady_clock::now();
-  return cudaSuccess;
+  auto record = [e] {
+    e->when = std::chrono::steady_clock::now();
+    return cudaSuccess;
+  };
+  return frugal::host_simt::detail::submit(stream, record);
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return frugal::host_simt::detail::refuse_during_capture(); }
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms || !start || !end) return note_error(cudaErrorInvalidValue);
@@ -200,6 +231,10 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorMisalignedAddress: return "cudaErrorMisalignedAddress";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
     default: return "cudaErrorUnknown";
   }
 }
@@ -215,6 +250,10 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "unspecified launch failure (host SIMT: see frugal::host_simt::last_error_message())";
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorMisalignedAddress: return "misaligned address";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorIllegalState: return "the operation is not permitted in the current state";
     default: return "unknown error (host SIMT)";
   }
 }

@@ -36,11 +36,22 @@ struct fiber_context {
 #else
   ucontext_t uc;
 #endif
+  // The stack the context runs on, for AddressSanitizer (which must be told of every switch to
+  // another stack). A fiber's is set by make_fiber; the scheduler's is learnt on the first switch.
+  const void* stack_bottom = nullptr;
+  std::size_t stack_size = 0;
+  void* fake_stack = nullptr;  // AddressSanitizer's saved fake frames of the suspended context
 };
 
-// Prepares `ctx` so that switching to it runs `entry()` on `stack`; entry must never return.
+// Prepares `ctx` so that switching to it runs `entry()` on `stack`; entry must never return and
+// must call begin_fiber() first. A reused stack is cleared of the sanitizer's stale poison (a
+// fiber of a failed launch is abandoned mid-frame, its redzones still marked).
 void make_fiber(fiber_context& ctx, const fiber_stack& stack, void (*entry)());
+// The first call of a fiber's entry: completes the switch that started it.
+void begin_fiber();
 // Saves the running context in `from` and resumes `to`.
 void switch_fiber(fiber_context& from, fiber_context& to);
+// The last switch of a fiber that has finished: `from` is never resumed.
+void exit_fiber(fiber_context& from, fiber_context& to);
 
 }  // namespace frugal::host_simt::detail

@@ -212,13 +212,14 @@ void release_barrier_if_complete() {
 }
 
 extern "C" void fiber_entry() {
+  begin_fiber();
   launch_state& L = *running_launch;
   L.body.invoke(L.body.context);
   sim_thread* self = L.running;
   self->done = true;
   --L.live;
   release_barrier_if_complete();  // exited threads no longer hold a barrier back
-  switch_fiber(self->context, L.scheduler);
+  exit_fiber(self->context, L.scheduler);
   std::abort();  // a finished fiber is never resumed
 }
 
@@ -621,10 +622,21 @@ std::vector<uint3> blocks_of(dim3 grid) {
   return blocks;
 }
 
-}  // namespace
+// Runs `run(body)` now, or, on a capturing stream, records it with its own copy of the body for
+// the graph to run later. Launch checks happen before, at submission, as on a GPU.
+template <class Run>
+cudaError_t run_or_capture(cudaStream_t stream, kernel_body body, Run run) {
+  cudaError_t refusal = cudaSuccess;
+  if (!is_captured(stream, refusal)) return refusal ? refusal : run(body);
+  std::shared_ptr<void> owned(body.clone(body.context), body.destroy);
+  return capture(stream, [owned, body, run] {
+    kernel_body copy = body;
+    copy.context = owned.get();
+    return run(copy);
+  });
+}
 
-cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t, kernel_body body) {
-  if (const cudaError_t e = check_launch(kernel, grid, block, shared_bytes)) return e;
+cudaError_t run_launch(dim3 grid, dim3 block, std::size_t shared_bytes, kernel_body body) {
   launch_state L;
   const schedule_choice s = effective_schedule();
   prepare(L, body, grid, block, shared_bytes, s, s.seed);
@@ -641,19 +653,8 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared
   return cudaSuccess;
 }
 
-cudaError_t launch_cooperative(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t,
-                               kernel_body body) {
-  if (const cudaError_t e = check_launch(kernel, grid, block, shared_bytes)) return e;
-  const unsigned threads = block.x * block.y * block.z;
-  int per_sm = 0, sms = 0;
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(threads), shared_bytes);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+cudaError_t run_cooperative(dim3 grid, dim3 block, std::size_t shared_bytes, kernel_body body) {
   const unsigned long long blocks_total = 1ull * grid.x * grid.y * grid.z;
-  if (blocks_total > 1ull * per_sm * sms)
-    return reject(cudaErrorCooperativeLaunchTooLarge,
-                  "a cooperative grid of " + std::to_string(blocks_total) + " blocks exceeds the " +
-                      std::to_string(per_sm * sms) + " that can be resident at once");
-
   grid_sync_state sync;
   sync.blocks = unsigned(blocks_total);
   const schedule_choice s = effective_schedule();
@@ -676,6 +677,29 @@ cudaError_t launch_cooperative(const void* kernel, dim3 grid, dim3 block, std::s
   for (auto& w : workers) w.join();
   if (sync.failed) return reject(cudaErrorLaunchFailure, sync.error);
   return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                   kernel_body body) {
+  if (const cudaError_t e = check_launch(kernel, grid, block, shared_bytes)) return e;
+  return run_or_capture(stream, body, [=](kernel_body b) { return run_launch(grid, block, shared_bytes, b); });
+}
+
+cudaError_t launch_cooperative(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                               kernel_body body) {
+  if (const cudaError_t e = check_launch(kernel, grid, block, shared_bytes)) return e;
+  const unsigned threads = block.x * block.y * block.z;
+  int per_sm = 0, sms = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(threads), shared_bytes);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const unsigned long long blocks_total = 1ull * grid.x * grid.y * grid.z;
+  if (blocks_total > 1ull * per_sm * sms)
+    return reject(cudaErrorCooperativeLaunchTooLarge,
+                  "a cooperative grid of " + std::to_string(blocks_total) + " blocks exceeds the " +
+                      std::to_string(per_sm * sms) + " that can be resident at once");
+  return run_or_capture(stream, body, [=](kernel_body b) { return run_cooperative(grid, block, shared_bytes, b); });
 }
 
 }  // namespace detail

@@ -5,6 +5,22 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <functional>
+#include <vector>
+
+// Work of a CUDA graph, in submission order (host SIMT graphs are linear: every node depends on
+// the one before, which is what capturing a single stream produces).
+struct CUgraph_st {
+  std::vector<std::function<cudaError_t()>> work;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<cudaError_t()>> work;
+};
+struct CUstream_st {
+  CUgraph_st* capture = nullptr;  // the graph being captured on this stream
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+  bool invalidated = false;       // an illegal call during the capture: it ends in an error
+};
 
 namespace frugal::host_simt::detail {
 
@@ -14,5 +30,17 @@ struct launch_state;
 cudaError_t note_error(cudaError_t e);
 // Dynamic shared memory a launch of `kernel` may use (48 KiB unless raised by cudaFuncSetAttribute).
 std::size_t dynamic_shared_limit(const void* kernel);
+
+// Stream capture (graph.cpp). Work submitted to `stream` either runs now (returns false) or goes
+// into the graph being captured on it (returns true: record it with capture()). `refusal` is set
+// when the submission is illegal: work on the legacy stream while a capture is active (CUDA's
+// implicit synchronisation with the capturing stream); that capture is invalidated.
+bool is_captured(cudaStream_t stream, cudaError_t& refusal);
+cudaError_t capture(cudaStream_t stream, std::function<cudaError_t()> work);
+// Runs `work` now, or records it when `stream` is capturing (is_captured, then capture).
+cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> work);
+// A call that synchronises or allocates (cudaMemcpy, cudaMalloc, cudaStreamSynchronize...):
+// illegal while a capture in global or thread-local mode is active; that capture is invalidated.
+cudaError_t refuse_during_capture();
 
 }  // namespace frugal::host_simt::detail

@@ -59,7 +59,12 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
-template <class T, class OutT = T>
+template <class Index>
+std::vector<Index> as_index(const std::vector<std::int32_t>& map) {
+  return std::vector<Index>(map.begin(), map.end());
+}
+
+template <class T, class OutT = T, class Index = std::int32_t>
 void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_params params, unsigned long long seed) {
   FRUGAL_SEEDED_RNG(rng, seed);
   INFO(std::string(type_name<T>()) << " -> " << std::string(type_name<OutT>()) << " T " << tokens << " hidden " << hidden << " k "
@@ -69,40 +74,36 @@ void check_all(std::int64_t tokens, int hidden, int k, int experts, moe::plan_pa
   const std::vector<float>& weights = l.weights;
 
   test::device_buffer<T> d_x(x), d_perm(std::size_t(l.rows) * hidden), d_y(std::size_t(l.rows) * hidden);
-  test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row);
+  test::device_buffer<Index> d_row_to_slot(as_index<Index>(l.plan.row_to_slot)), d_slot_to_row(as_index<Index>(l.plan.slot_to_row));
   test::device_buffer<float> d_weights(weights);
   // Scatter (each token read once, with the inverse map) and gather (each row reads its token).
   test::device_buffer<T> d_perm_gather(std::size_t(l.rows) * hidden);
   d_perm.fill_bytes(0x7f);
   d_perm_gather.fill_bytes(0x7f);
-  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), d_slot_to_row.data(), l.rows, d_perm.data()));
-  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), (const std::int32_t*)nullptr, l.rows,
-                                 d_perm_gather.data()));
+  const moe::dispatch_shape shape{tokens, k, hidden, l.rows};
+  const moe::dispatch_maps_of<Index> maps{d_row_to_slot.data(), d_slot_to_row.data()}, gather{d_row_to_slot.data(), nullptr};
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), maps, d_perm.data(), shape));
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), gather, d_perm_gather.data(), shape));
 
   // "expert outputs": some function of the permuted rows, here fresh random values
   const auto y = random_rows<T>(l.rows, hidden, rng);
   d_y.upload(y);
   const auto residual = random_rows<OutT>(tokens, hidden, rng);
   test::device_buffer<OutT> d_residual(residual), d_out(std::size_t(tokens) * hidden), d_out_plain(std::size_t(tokens) * hidden);
-  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(), d_residual.data(),
-                                 d_out.data()));
-  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(), (const OutT*)nullptr,
-                                 d_out_plain.data()));
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), maps, d_weights.data(), d_residual.data(), d_out.data(), shape));
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), maps, d_weights.data(), nullptr, d_out_plain.data(), shape));
   // The documented in-place residual add: residual == out.
   test::device_buffer<OutT> d_in_place(residual);
-  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_weights.data(),
-                                 static_cast<const OutT*>(d_in_place.data()), d_in_place.data()));
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), maps, d_weights.data(), d_in_place.data(), d_in_place.data(), shape));
 
   // backward
   const auto d_out_grad = random_rows<T>(tokens, hidden, rng, 1.0f);
   test::device_buffer<T> d_g(d_out_grad), d_dy(std::size_t(l.rows) * hidden), d_dx(std::size_t(tokens) * hidden);
   test::device_buffer<float> d_dw(static_cast<std::size_t>(tokens * k));
-  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(),
-                                          d_row_to_slot.data(), d_weights.data(), d_dy.data(), d_dw.data()));
+  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), maps, d_weights.data(), d_dy.data(), d_dw.data(), shape));
   test::device_buffer<T> d_dy_gather(std::size_t(l.rows) * hidden);  // d_y without the forward map
-  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), l.rows, hidden, k, tokens, (const std::int32_t*)nullptr,
-                                          d_row_to_slot.data(), d_weights.data(), d_dy_gather.data(), (float*)nullptr));
-  FRUGAL_REQUIRE_OK(moe::permute_backward(d_y.data(), l.rows, hidden, k, tokens, d_slot_to_row.data(), d_dx.data()));
+  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), gather, d_weights.data(), d_dy_gather.data(), nullptr, shape));
+  FRUGAL_REQUIRE_OK(moe::permute_backward(d_y.data(), maps, d_dx.data(), shape));
   test::synchronize();
 
   const auto perm_ref = reference::permute(x.data(), tokens, hidden, k, l.plan.row_to_slot);
@@ -149,10 +150,12 @@ void check_fp8(std::int64_t tokens, int hidden, int k, bool per_128, unsigned lo
   const bool mn_major = per_128 && scale_block_rows != 0;
   const std::int64_t block_rows = scale_block_rows > 0 ? scale_block_rows : 0;
   const auto scaling = mn_major ? moe::fp8_scaling::per_128_mn_major : per_128 ? moe::fp8_scaling::per_128 : moe::fp8_scaling::per_token;
-  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), d_slot_to_row.data(), l.rows, d_q.data(),
-                                     d_scales.data(), scaling, block_rows));
-  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), tokens, hidden, k, d_row_to_slot.data(), (const std::int32_t*)nullptr, l.rows,
-                                     d_q_gather.data(), d_scales_gather.data(), scaling, block_rows));
+  const moe::dispatch_shape shape{tokens, k, hidden, l.rows};
+  const moe::fp8_scales scales{scaling, block_rows};
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), moe::dispatch_maps{d_row_to_slot.data(), d_slot_to_row.data()}, d_q.data(), d_scales.data(),
+                                     shape, scales));
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), moe::dispatch_maps{d_row_to_slot.data(), nullptr}, d_q_gather.data(),
+                                     d_scales_gather.data(), shape, scales));
   test::synchronize();
   std::vector<unsigned char> q_ref;
   std::vector<float> s_ref;
@@ -215,12 +218,10 @@ void check_expert_choice_combine(std::int64_t tokens, int experts, int capacity,
       d_plain(std::size_t(tokens) * hidden), d_dy(std::size_t(rows) * hidden);
   test::device_buffer<std::int32_t> d_ids(ids);
   test::device_buffer<float> d_w(w), d_dw(static_cast<std::size_t>(rows));
-  FRUGAL_REQUIRE_OK(moe::combine_expert_choice(d_y.data(), experts, capacity, d_ids.data(), d_w.data(), tokens, hidden,
-                                               static_cast<const T*>(d_residual.data()), d_combined.data()));
-  FRUGAL_REQUIRE_OK(moe::combine_expert_choice(d_y.data(), experts, capacity, d_ids.data(), static_cast<const float*>(nullptr), tokens,
-                                               hidden, static_cast<const T*>(nullptr), d_plain.data()));
-  FRUGAL_REQUIRE_OK(moe::combine_expert_choice_backward(d_out_dev.data(), d_y.data(), experts, capacity, d_ids.data(), d_w.data(),
-                                                        tokens, hidden, d_dy.data(), d_dw.data()));
+  const moe::expert_choice_shape shape{tokens, experts, capacity, hidden};
+  FRUGAL_REQUIRE_OK(moe::combine_expert_choice(d_y.data(), d_ids.data(), d_w.data(), d_residual.data(), d_combined.data(), shape));
+  FRUGAL_REQUIRE_OK(moe::combine_expert_choice(d_y.data(), d_ids.data(), nullptr, nullptr, d_plain.data(), shape));
+  FRUGAL_REQUIRE_OK(moe::combine_expert_choice_backward(d_out_dev.data(), d_y.data(), d_ids.data(), d_w.data(), d_dy.data(), d_dw.data(), shape));
   test::synchronize();
   // Host loops: per token, its experts in increasing order, fp32 fused multiply-adds, then the residual.
   std::vector<T> combined(std::size_t(tokens) * hidden), plain(combined.size());
@@ -261,15 +262,16 @@ void check_expert_choice_combine(std::int64_t tokens, int experts, int capacity,
 TEST_CASE("combine_expert_choice and its backward: bit for bit, experts in order, tokens nobody chose") {
   check_expert_choice_combine<__nv_bfloat16>(300, 16, 40, 64, 40);
   check_expert_choice_combine<float>(97, 64, 5, 36, 41);
-  check_expert_choice_combine<__half>(2000, 1024, 3, 16, 42);  // the most experts
+  check_expert_choice_combine<__half>(2000, 1024, 3, 16, 42);
+  check_expert_choice_combine<float>(700, 4096, 2, 8, 44);  // the most experts
   check_expert_choice_combine<__nv_bfloat16>(3, 2, 2, 8, 43);
   // argument checks
   test::device_buffer<float> y(64), out(64);
   test::device_buffer<std::int32_t> ids(8);
-  CHECK(moe::combine_expert_choice(y.data(), 1025, 1, ids.data(), static_cast<const float*>(nullptr), 4, 4,
-                                   static_cast<const float*>(nullptr), out.data()).code() == errc::invalid_argument);
-  CHECK(moe::combine_expert_choice(y.data(), 2, 2, ids.data(), static_cast<const float*>(nullptr), 4, 6,
-                                   static_cast<const float*>(nullptr), out.data()).code() == errc::invalid_argument);
+  CHECK(moe::combine_expert_choice(y.data(), ids.data(), nullptr, nullptr, out.data(), moe::expert_choice_shape{4, 4097, 1, 4}).code() ==
+        errc::invalid_argument);
+  CHECK(moe::combine_expert_choice(y.data(), ids.data(), nullptr, nullptr, out.data(), moe::expert_choice_shape{4, 2, 2, 6}).code() ==
+        errc::invalid_argument);
 }
 
 TEST_CASE("permute / combine / backward: bf16, fp16, fp32, bit for bit, dropless with padded segments") {
@@ -297,6 +299,31 @@ TEST_CASE("permute / combine / backward: with capacity drops (dropped slots cont
   check_all<__half>(300, 64, 4, 8, p, 11);
 }
 
+TEST_CASE("permute / combine / backward: int64 maps (an engine's own index tensors) give the bits of int32 maps") {
+  moe::plan_params p;
+  p.block_size = 16;
+  check_all<__nv_bfloat16, __nv_bfloat16, std::int64_t>(300, 64, 4, 16, p, 60);
+  check_all<float, __half, std::int64_t>(97, 12, 8, 40, p, 61);
+  p.policy = moe::drop_policy::token_order;
+  p.capacity_factor = 0.6f;
+  check_all<__half, float, std::int64_t>(256, 24, 2, 8, p, 62);
+  // permute_fp8 reads the same maps
+  FRUGAL_SEEDED_RNG(rng, 63);
+  const auto l = make_layout(50, 2, 8, moe::plan_params{}, rng);
+  const auto x = random_rows<__nv_bfloat16>(50, 128, rng);
+  test::device_buffer<__nv_bfloat16> d_x(x);
+  test::device_buffer<std::int32_t> r32(l.plan.row_to_slot), s32(l.plan.slot_to_row);
+  test::device_buffer<std::int64_t> r64(as_index<std::int64_t>(l.plan.row_to_slot)), s64(as_index<std::int64_t>(l.plan.slot_to_row));
+  test::device_buffer<__nv_fp8_e4m3> q32(std::size_t(l.rows) * 128), q64(std::size_t(l.rows) * 128);
+  test::device_buffer<float> sc32(std::size_t(l.rows)), sc64(std::size_t(l.rows));
+  const moe::dispatch_shape shape{50, 2, 128, l.rows};
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), moe::dispatch_maps{r32.data(), s32.data()}, q32.data(), sc32.data(), shape));
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), moe::dispatch_maps_of<std::int64_t>{r64.data(), s64.data()}, q64.data(), sc64.data(), shape));
+  test::synchronize();
+  CHECK(same_bits(q32.download(), q64.download()));
+  CHECK(same_bits(sc32.download(), sc64.download()));
+}
+
 TEST_CASE("permute_fp8: per-token and per-128 scales, bit for bit") {
   check_fp8<__nv_bfloat16>(100, 256, 2, false, 20);
   check_fp8<__nv_bfloat16>(100, 512, 4, true, 21);
@@ -311,43 +338,179 @@ TEST_CASE("permute_fp8: per-token and per-128 scales, bit for bit") {
 TEST_CASE("permute / combine: argument checks (vector width, alignment, sizes)") {
   test::device_buffer<__nv_bfloat16> x(64 * 16), out(64 * 16);
   test::device_buffer<std::int32_t> map(64);
-  auto s = moe::permute(x.data(), 4, 12, 2, map.data(), map.data(), 8, out.data());
+  const moe::dispatch_maps maps{map.data(), map.data()};
+  auto shape = [](std::int64_t tokens, int hidden, int k, std::int64_t rows) { return moe::dispatch_shape{tokens, k, hidden, rows}; };
+  auto s = moe::permute(x.data(), maps, out.data(), shape(4, 12, 2, 8));
   CHECK(s.code() == errc::invalid_argument);
   CHECK(std::strstr(s.message(), "multiple of 16 / sizeof(T)") != nullptr);
-  s = moe::permute(x.data() + 1, 4, 16, 2, map.data(), map.data(), 8, out.data());
+  s = moe::permute(x.data() + 1, maps, out.data(), shape(4, 16, 2, 8));
   CHECK(s.code() == errc::misaligned);
-  s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, (const float*)nullptr, (float*)nullptr);
+  s = moe::combine(x.data(), maps, nullptr, nullptr, (float*)nullptr, shape(4, 16, 2, 8));
   CHECK(s.code() == errc::invalid_argument);
   test::device_buffer<__nv_fp8_e4m3> q(64 * 16);
   test::device_buffer<float> scales(64);
-  s = moe::permute_fp8(x.data(), 4, 64, 2, map.data(), map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128);
+  s = moe::permute_fp8(x.data(), maps, q.data(), scales.data(), shape(4, 64, 2, 8), {moe::fp8_scaling::per_128});
   CHECK(std::strstr(s.message(), "multiple of 128") != nullptr);
-  s = moe::permute_fp8(x.data(), 4, 128, 2, map.data(), map.data(), 8, q.data(), scales.data(), moe::fp8_scaling::per_128_mn_major, 3);
+  s = moe::permute_fp8(x.data(), maps, q.data(), scales.data(), shape(4, 128, 2, 8), {moe::fp8_scaling::per_128_mn_major, 3});
   CHECK(s.code() == errc::invalid_argument);  // 3 does not divide the 8 rows
   CHECK(std::strstr(s.message(), "scale_block_rows") != nullptr);
-  s = moe::permute_fp8(x.data(), 4, 128, 2, map.data(), map.data(), 8, q.data(),
-                       reinterpret_cast<float*>(reinterpret_cast<char*>(scales.data()) + 2), moe::fp8_scaling::per_128);
+  s = moe::permute_fp8(x.data(), maps, q.data(), reinterpret_cast<float*>(reinterpret_cast<char*>(scales.data()) + 2), shape(4, 128, 2, 8),
+                       {moe::fp8_scaling::per_128});
   CHECK(s.code() == errc::misaligned);
-  s = moe::permute(x.data(), 4, 16, 33, map.data(), map.data(), 8, out.data());
+  s = moe::permute(x.data(), maps, out.data(), shape(4, 16, 33, 8));
   CHECK(s.code() == errc::invalid_argument);
   // T * k beyond int32 slots, and a T so large that T * k would overflow int64: refused, not wrapped
   for (std::int64_t huge : {std::int64_t(INT32_MAX), std::int64_t(INT64_MAX / 4)}) {
-    s = moe::permute(x.data(), huge, 16, 8, map.data(), map.data(), 8, out.data());
+    s = moe::permute(x.data(), maps, out.data(), shape(huge, 16, 8, 8));
     CHECK(std::strstr(s.message(), "at most INT32_MAX") != nullptr);
-    s = moe::combine(x.data(), 8, 16, 8, huge, map.data(), nullptr, (const __nv_bfloat16*)nullptr, out.data());
+    s = moe::combine(x.data(), maps, nullptr, nullptr, out.data(), shape(huge, 16, 8, 8));
     CHECK(std::strstr(s.message(), "at most INT32_MAX") != nullptr);
   }
-  FRUGAL_REQUIRE_OK(moe::permute(x.data(), 4, 16, 2, map.data(), map.data(), 0, out.data()));  // no rows: nothing to do
+  FRUGAL_REQUIRE_OK(moe::permute(x.data(), maps, out.data(), shape(4, 16, 2, 0)));  // no rows: nothing to do
   // Aliasing: outputs over inputs are refused; residual == out (exactly) is the in-place add.
-  s = moe::permute(x.data(), 4, 16, 2, map.data(), map.data(), 8, x.data());
+  s = moe::permute(x.data(), maps, x.data(), shape(4, 16, 2, 8));
   CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
-  s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, (const __nv_bfloat16*)nullptr, x.data() + 16);
+  s = moe::combine(x.data(), maps, nullptr, nullptr, x.data() + 16, shape(4, 16, 2, 8));
   CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
-  s = moe::combine(x.data(), 8, 16, 2, 4, map.data(), nullptr, static_cast<const __nv_bfloat16*>(out.data() + 16), out.data());
+  s = moe::combine(x.data(), maps, nullptr, out.data() + 16, out.data(), shape(4, 16, 2, 8));
   CHECK(std::strstr(s.message(), "residual may be out itself") != nullptr);
   test::device_buffer<float> dw(8);
-  s = moe::combine_backward(x.data(), x.data(), 8, 16, 2, 4, map.data(), map.data(), dw.data(), out.data(), dw.data());
+  s = moe::combine_backward(x.data(), x.data(), maps, dw.data(), out.data(), dw.data(), shape(4, 16, 2, 8));
   CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
-  s = moe::combine_expert_choice_backward(x.data(), x.data(), 2, 4, map.data(), (const float*)nullptr, 4, 16, x.data(), (float*)nullptr);
+  s = moe::combine_expert_choice_backward(x.data(), x.data(), map.data(), nullptr, x.data(), nullptr, moe::expert_choice_shape{4, 2, 4, 16});
   CHECK(std::strstr(s.message(), "must not overlap") != nullptr);
+}
+
+// A plan sized for the worst case (block 64: T k + E 63 rows) used by a decode step: with the
+// plan's device-side total, permute, permute_fp8, combine and the backward touch only the rows
+// the plan used. Every row past the total keeps its sentinel bytes; padding rows inside the used
+// range are zeros, or keep their bytes with padding_rows::untouched.
+TEST_CASE("permute / combine: rows past the plan's total cost nothing; padding rows zeros or untouched") {
+  using T = __nv_bfloat16;
+  FRUGAL_SEEDED_RNG(rng, 90);
+  moe::plan_params params;
+  params.block_size = 64;
+  for (std::int64_t tokens : {1, 3}) {
+    const int k = 8, experts = 128, hidden = 64;
+    const auto l = make_layout(tokens, k, experts, params, rng);
+    const std::int64_t used = l.plan.total_rows;
+    INFO("T " << tokens << " rows used " << used << " of " << l.rows);
+    REQUIRE(used < l.rows);
+    const auto x = random_rows<T>(tokens, hidden, rng);
+    test::device_buffer<T> d_x(x);
+    test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row),
+        d_total(std::vector<std::int32_t>{std::int32_t(used)});
+    const moe::dispatch_shape shape{tokens, k, hidden, l.rows};
+    const auto perm_ref = reference::permute(x.data(), tokens, hidden, k, l.plan.row_to_slot);
+    for (bool scatter : {true, false})
+      for (auto padding : {moe::padding_rows::zeros, moe::padding_rows::untouched}) {
+        const moe::dispatch_maps maps{d_row_to_slot.data(), scatter ? d_slot_to_row.data() : nullptr, d_total.data()};
+        test::device_buffer<T> d_perm(std::size_t(l.rows) * hidden);
+        d_perm.fill_bytes(0x7f);
+        FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), maps, d_perm.data(), shape, padding));
+        test::synchronize();
+        const auto got = d_perm.download();
+        std::size_t rows_written = 0;
+        for (std::int64_t r = 0; r < l.rows; ++r) {
+          const bool filled = l.plan.row_to_slot[std::size_t(r)] >= 0 && l.plan.row_to_slot[std::size_t(r)] < tokens * k;
+          const bool expect_written = r < used && (filled || padding == moe::padding_rows::zeros);
+          bool untouched = true, equal = true;
+          for (int h = 0; h < hidden; ++h) {
+            const std::size_t i = std::size_t(r * hidden + h);
+            std::uint16_t bits;
+            std::memcpy(&bits, &got[i], 2);
+            untouched = untouched && bits == 0x7f7f;
+            equal = equal && std::memcmp(&got[i], &perm_ref[i], 2) == 0;
+          }
+          INFO("row " << r << " filled " << filled << " scatter " << scatter << " padding " << int(padding));
+          if (expect_written) CHECK(equal);
+          else CHECK(untouched);
+          rows_written += expect_written;
+        }
+        CHECK(rows_written <= std::size_t(used));
+      }
+    // fp8: rows and scales past the total untouched.
+    test::device_buffer<__nv_fp8_e4m3> d_q(std::size_t(l.rows) * hidden);
+    test::device_buffer<float> d_scales(static_cast<std::size_t>(l.rows));
+    d_q.fill_bytes(0x7f);
+    d_scales.fill_bytes(0x7f);
+    FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), moe::dispatch_maps{d_row_to_slot.data(), d_slot_to_row.data(), d_total.data()}, d_q.data(),
+                                       d_scales.data(), shape));
+    test::synchronize();
+    const auto q = d_q.download();
+    const auto scales = d_scales.download();
+    for (std::int64_t r = used; r < l.rows; ++r) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &scales[std::size_t(r)], 4);
+      CHECK(bits == 0x7f7f7f7fu);
+      for (int h = 0; h < hidden; ++h) CHECK(q[std::size_t(r * hidden + h)].__x == 0x7f);
+    }
+    // combine and the weight gradient ignore a slot whose row lies past the total (a stale map).
+    auto slot_to_row = l.plan.slot_to_row;
+    slot_to_row[0] = std::int32_t(l.rows - 1);  // a row the plan did not use
+    test::device_buffer<std::int32_t> d_stale(slot_to_row);
+    const auto y = random_rows<T>(l.rows, hidden, rng);
+    test::device_buffer<T> d_y(y), d_out(std::size_t(tokens) * hidden), d_out_clean(std::size_t(tokens) * hidden);
+    test::device_buffer<float> d_w(l.weights), d_dw(static_cast<std::size_t>(tokens * k));
+    auto clean = l.plan.slot_to_row;
+    clean[0] = -1;
+    test::device_buffer<std::int32_t> d_clean(clean);
+    FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), moe::dispatch_maps{d_row_to_slot.data(), d_stale.data(), d_total.data()}, d_w.data(), nullptr,
+                                   d_out.data(), shape));
+    FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), moe::dispatch_maps{d_row_to_slot.data(), d_clean.data()}, d_w.data(), nullptr,
+                                   d_out_clean.data(), shape));
+    FRUGAL_REQUIRE_OK(moe::combine_backward(d_out.data(), d_y.data(), moe::dispatch_maps{d_row_to_slot.data(), d_stale.data(), d_total.data()},
+                                            nullptr, nullptr, d_dw.data(), shape));
+    test::synchronize();
+    CHECK(same_bits(d_out.download(), d_out_clean.download()));
+    CHECK(d_dw.download()[0] == 0.0f);
+  }
+}
+
+// bf16 and fp16 routing weights in combine and its backward: the same bits as fp32 weights
+// holding the same values.
+TEST_CASE("combine / combine_backward: bf16 and fp16 routing weights") {
+  using T = __nv_bfloat16;
+  FRUGAL_SEEDED_RNG(rng, 91);
+  moe::plan_params params;
+  params.block_size = 4;
+  const std::int64_t tokens = 37;
+  const int k = 4, experts = 16, hidden = 32;
+  const auto l = make_layout(tokens, k, experts, params, rng);
+  const moe::dispatch_shape shape{tokens, k, hidden, l.rows};
+  const auto y = random_rows<T>(l.rows, hidden, rng), g = random_rows<T>(tokens, hidden, rng);
+  test::device_buffer<T> d_y(y), d_g(g);
+  test::device_buffer<std::int32_t> d_row_to_slot(l.plan.row_to_slot), d_slot_to_row(l.plan.slot_to_row);
+  const moe::dispatch_maps maps{d_row_to_slot.data(), d_slot_to_row.data()};
+  std::vector<__nv_bfloat16> w16(l.weights.size());
+  std::vector<__half> wh(l.weights.size());
+  std::vector<float> w_bf(l.weights.size()), w_h(l.weights.size());
+  for (std::size_t i = 0; i < w16.size(); ++i) {
+    w16[i] = from_float<__nv_bfloat16>(l.weights[i]);
+    wh[i] = from_float<__half>(l.weights[i]);
+    w_bf[i] = to_float(w16[i]);
+    w_h[i] = to_float(wh[i]);
+  }
+  test::device_buffer<__nv_bfloat16> d_w16(w16);
+  test::device_buffer<__half> d_wh(wh);
+  test::device_buffer<float> d_wbf(w_bf), d_wf(w_h);
+  auto run = [&](auto* weights, test::device_buffer<T>& out, test::device_buffer<T>& dy, test::device_buffer<float>& dw) {
+    FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), maps, weights, nullptr, out.data(), shape));
+    FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), maps, weights, dy.data(), dw.data(), shape));
+  };
+  for (int which = 0; which < 2; ++which) {
+    test::device_buffer<T> out_a(std::size_t(tokens) * hidden), out_b(out_a.size()), dy_a(std::size_t(l.rows) * hidden), dy_b(dy_a.size());
+    test::device_buffer<float> dw_a(static_cast<std::size_t>(tokens * k)), dw_b(dw_a.size());
+    if (which == 0) {
+      run(d_w16.data(), out_a, dy_a, dw_a);
+      run(d_wbf.data(), out_b, dy_b, dw_b);
+    } else {
+      run(d_wh.data(), out_a, dy_a, dw_a);
+      run(d_wf.data(), out_b, dy_b, dw_b);
+    }
+    test::synchronize();
+    CHECK(same_bits(out_a.download(), out_b.download()));
+    CHECK(same_bits(dy_a.download(), dy_b.download()));
+    CHECK(same_bits(dw_a.download(), dw_b.download()));
+  }
 }

@@ -102,8 +102,8 @@ void check_expert_choice(logits_pattern pattern, std::int64_t tokens, int capaci
   std::vector<float> x(std::size_t(tokens) * hidden);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i % 97) - 48.0f;
   test::device_buffer<float> d_x(x), d_gathered(std::size_t(E) * capacity * hidden);
-  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), tokens, hidden, 1, ids.data(), static_cast<const std::int32_t*>(nullptr),
-                                 std::int64_t(E) * capacity, d_gathered.data()));
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), moe::dispatch_maps{ids.data(), nullptr}, d_gathered.data(),
+                                 moe::dispatch_shape{tokens, 1, hidden, std::int64_t(E) * capacity}));
   test::synchronize();
   const auto gathered = d_gathered.download();
   for (std::size_t row = 0; row < got.size(); ++row)

@@ -102,12 +102,12 @@ void check_device_plan(const plan_case& c, const std::vector<std::int32_t>& ids,
   test::device_buffer<std::int64_t> offsets64(c.experts + 1);
   for (auto* b : {&slot_to_row, &row_to_slot, &expanded_to_row, &row_to_expanded, &tile_experts}) b->fill_bytes(0x7f);
   std::size_t bytes = 0;
-  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), d_weights.data(), c.tokens, c.k, c.experts, c.params, {}));
+  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), d_weights.data(), {}, {c.tokens, c.k, c.experts}, c.params));
   test::device_buffer<unsigned char> workspace(bytes);
   const moe::plan_outputs out{counts.data(),          dropped.data(),         offsets.data(),       offsets64.data(),
                               slot_to_row.data(),     row_to_slot.data(),     expanded_to_row.data(), row_to_expanded.data(),
                               row_to_token.data(),    tile_experts.data(),    total.data(),           errors.data()};
-  FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), c.tokens, c.k, c.experts, c.params, out));
+  FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), d_weights.data(), out, {c.tokens, c.k, c.experts}, c.params));
   test::synchronize();
   CHECK(counts.download() == ref.counts);
   CHECK(dropped.download() == ref.dropped);
@@ -162,7 +162,7 @@ const moe::drop_policy all_policies[] = {moe::drop_policy::token_order, moe::dro
 
 TEST_CASE("plan: dropless, packed, block sizes 1 .. 256, small and prime sizes") {
   for (int block : {1, 3, 16, 64, 256})
-    for (auto [tokens, k, experts] : std::vector<shape>{{1, 1, 1}, {3, 2, 8}, {97, 6, 160}, {4096, 8, 256}, {500, 32, 1024}, {1000, 1, 7}}) {
+    for (auto [tokens, k, experts] : std::vector<shape>{{1, 1, 1}, {3, 2, 8}, {97, 6, 160}, {4096, 8, 256}, {500, 32, 1024}, {1000, 1, 7}, {700, 8, 1500}, {1200, 16, 4096}}) {
       plan_case c;
       c.tokens = tokens;
       c.k = k;
@@ -176,7 +176,7 @@ TEST_CASE("plan: dropless, packed, block sizes 1 .. 256, small and prime sizes")
 TEST_CASE("plan: every drop policy with capacity factor, absolute capacity, rounding and minimum") {
   unsigned long long seed = 200;
   for (auto policy : all_policies)
-    for (auto [tokens, k, experts] : std::vector<shape>{{3, 2, 4}, {1000, 2, 8}, {4096, 8, 64}, {300, 32, 1024}}) {
+    for (auto [tokens, k, experts] : std::vector<shape>{{3, 2, 4}, {1000, 2, 8}, {4096, 8, 64}, {300, 32, 1024}, {900, 8, 4096}}) {
       plan_case c;
       c.tokens = tokens;
       c.k = k;
@@ -269,12 +269,12 @@ TEST_CASE("plan: captured in a CUDA graph, replays bit for bit") {
   const std::int64_t rows = moe::plan_max_rows(tokens, k, experts, params);
   test::device_buffer<std::int32_t> d_ids(ids), direct(rows), replayed(rows), offsets(experts + 1);
   std::size_t bytes = 0;
-  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), (const float*)nullptr, tokens, k, experts, params, {}));
+  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), nullptr, {}, {tokens, k, experts}, params));
   test::device_buffer<unsigned char> workspace(bytes);
   moe::plan_outputs out;
   out.row_to_slot = direct.data();
   out.offsets = offsets.data();
-  FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), (const float*)nullptr, tokens, k, experts, params, out));
+  FRUGAL_REQUIRE_OK(moe::plan(workspace.data(), bytes, d_ids.data(), nullptr, out, {tokens, k, experts}, params));
   test::synchronize();
 
   cudaStream_t stream = nullptr;
@@ -283,8 +283,7 @@ TEST_CASE("plan: captured in a CUDA graph, replays bit for bit") {
   cudaGraphExec_t exec = nullptr;
   out.row_to_slot = replayed.data();
   REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
-  const frugal::status captured = moe::plan(workspace.data(), bytes, d_ids.data(), (const float*)nullptr, tokens, k, experts, params,
-                                            out, stream);
+  const frugal::status captured = moe::plan(workspace.data(), bytes, d_ids.data(), nullptr, out, {tokens, k, experts}, params, stream);
   REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
   FRUGAL_REQUIRE_OK(captured);
   REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
@@ -331,15 +330,15 @@ TEST_CASE("plan: invalid arguments are refused with a message") {
   std::size_t bytes = 1 << 20;
   test::device_buffer<unsigned char> ws(bytes);
   auto expect = [&](const moe::plan_params& p, int k, int experts, const char* fragment, const float* weights = nullptr) {
-    const auto s = moe::plan(ws.data(), bytes, ids.data(), weights, 4, k, experts, p, {});
+    const auto s = moe::plan(ws.data(), bytes, ids.data(), weights, {}, {4, k, experts}, p);
     INFO(s.message());
     CHECK(s.code() == errc::invalid_argument);
     CHECK(std::strstr(s.message(), fragment) != nullptr);
   };
   moe::plan_params p;
   expect(p, 0, 8, "k must be in [1, 32]");
-  expect(p, 2, 0, "experts must be in [1, 1024]");
-  expect(p, 2, 2000, "experts must be in [1, 1024]");
+  expect(p, 2, 0, "experts must be in [1, 4096]");
+  expect(p, 2, 4097, "experts must be in [1, 4096]");
   p.block_size = 0;
   expect(p, 2, 8, "block_size");
   p = {};
@@ -361,19 +360,19 @@ TEST_CASE("plan: invalid arguments are refused with a message") {
   p = {};
   p.capacity = 3;
   expect(p, 2, 8, "need a drop policy");
-  const auto huge = moe::plan(ws.data(), bytes, ids.data(), nullptr, INT64_MAX / 4, 8, 8, moe::plan_params{}, {});
+  const auto huge = moe::plan(ws.data(), bytes, ids.data(), nullptr, {}, {INT64_MAX / 4, 8, 8});
   CHECK(std::strstr(huge.message(), "tokens * k is too large") != nullptr);  // no int64 overflow on the way
   std::size_t small = 4;
-  const auto s = moe::plan(ws.data(), small, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, {});
+  const auto s = moe::plan(ws.data(), small, ids.data(), nullptr, {}, {4, 2, 8});
   CHECK(std::strstr(s.message(), "workspace_bytes") != nullptr);
   moe::plan_outputs over_ids;
   over_ids.slot_to_row = ids.data();  // an output over the ids
-  CHECK(std::strstr(moe::plan(ws.data(), bytes, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, over_ids).message(), "must not overlap") != nullptr);
+  CHECK(std::strstr(moe::plan(ws.data(), bytes, ids.data(), nullptr, over_ids, {4, 2, 8}).message(), "must not overlap") != nullptr);
   test::device_buffer<std::int32_t> maps(64);
   moe::plan_outputs sharing;
   sharing.slot_to_row = maps.data();
   sharing.row_to_slot = maps.data() + 4;  // two outputs sharing bytes
-  CHECK(std::strstr(moe::plan(ws.data(), bytes, ids.data(), nullptr, 4, 2, 8, moe::plan_params{}, sharing).message(), "must not overlap") != nullptr);
+  CHECK(std::strstr(moe::plan(ws.data(), bytes, ids.data(), nullptr, sharing, {4, 2, 8}).message(), "must not overlap") != nullptr);
 }
 
 TEST_CASE("plan: any workspace alignment (the plan aligns it inside the bytes the query asked for)") {
@@ -383,7 +382,7 @@ TEST_CASE("plan: any workspace alignment (the plan aligns it inside the bytes th
   for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = std::int32_t((i * 5 + i / 3) % experts);
   test::device_buffer<std::int32_t> d_ids(ids);
   std::size_t bytes = 0;
-  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), nullptr, tokens, k, experts, moe::plan_params{}, {}));
+  FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), nullptr, {}, {tokens, k, experts}));
   test::device_buffer<unsigned char> ws(bytes + 16);
   std::vector<std::vector<std::int32_t>> rows_of_offset;
   for (int offset : {0, 1, 4, 7, 8, 12}) {
@@ -391,9 +390,49 @@ TEST_CASE("plan: any workspace alignment (the plan aligns it inside the bytes th
     moe::plan_outputs out;
     out.slot_to_row = slot_to_row.data();
     std::size_t given = bytes;
-    FRUGAL_REQUIRE_OK(moe::plan(ws.data() + offset, given, d_ids.data(), nullptr, tokens, k, experts, moe::plan_params{}, out));
+    FRUGAL_REQUIRE_OK(moe::plan(ws.data() + offset, given, d_ids.data(), nullptr, out, {tokens, k, experts}));
     test::synchronize();
     rows_of_offset.push_back(slot_to_row.download());
   }
   for (const auto& rows : rows_of_offset) CHECK(rows == rows_of_offset.front());
+}
+
+TEST_CASE("plan: bf16 and fp16 routing weights give the plan of fp32 weights holding the same values") {
+  FRUGAL_SEEDED_RNG(rng, 800);
+  const std::int64_t tokens = 300;
+  const int k = 4, experts = 16;
+  std::vector<std::int32_t> ids(std::size_t(tokens * k));
+  std::vector<float> w(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = std::int32_t((i / k * 7 + i % k * 3) % experts);
+    w[i] = float(rng() % 64) / 64.0f;  // exact in bf16 and fp16; many ties
+  }
+  moe::plan_params p;
+  p.policy = moe::drop_policy::weight_priority;
+  p.capacity = 40;
+  test::device_buffer<std::int32_t> d_ids(ids);
+  std::vector<__nv_bfloat16> wb(w.size());
+  std::vector<__half> wh(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    wb[i] = from_float<__nv_bfloat16>(w[i]);
+    wh[i] = from_float<__half>(w[i]);
+  }
+  test::device_buffer<float> d_wf(w);
+  test::device_buffer<__nv_bfloat16> d_wb(wb);
+  test::device_buffer<__half> d_wh(wh);
+  auto rows_of = [&](auto* weights) {
+    std::size_t bytes = 0;
+    FRUGAL_REQUIRE_OK(moe::plan(nullptr, bytes, d_ids.data(), weights, {}, {tokens, k, experts}, p));
+    test::device_buffer<unsigned char> ws(bytes);
+    test::device_buffer<std::int32_t> slot_to_row(ids.size());
+    moe::plan_outputs out;
+    out.slot_to_row = slot_to_row.data();
+    FRUGAL_REQUIRE_OK(moe::plan(ws.data(), bytes, d_ids.data(), weights, out, {tokens, k, experts}, p));
+    test::synchronize();
+    return slot_to_row.download();
+  };
+  const auto want = rows_of(d_wf.data());
+  CHECK(rows_of(d_wb.data()) == want);
+  CHECK(rows_of(d_wh.data()) == want);
+  CHECK(want == reference::plan(ids.data(), w.data(), tokens, k, experts, p).slot_to_row);
 }

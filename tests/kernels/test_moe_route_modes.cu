@@ -3,9 +3,12 @@
 // scaling, soft-capping, expert parallelism, padding rows, noisy top-k, element types, the block
 // path (E > 1024), determinism and argument checking, each against the reference.
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include <frugal/moe/block_route.cuh>
+#include <frugal/moe/route_backward.cuh>
+#include <frugal/moe/route_table.cuh>
 #include <frugal/moe/thread_route.cuh>
 
 #include "moe_route_support.hpp"
@@ -650,4 +653,72 @@ TEST_CASE("route: invalid arguments are refused with a message") {
   expect(moe::route<config>(x.data(), moe::route_outputs<>{reinterpret_cast<std::int32_t*>(w.data()), w.data()}, 1), "must not overlap");
   expect(moe::route<config>(x.data(), moe::route_outputs<>{ids.data(), x.data() + 8}, 1), "must not overlap");
   // A malformed expert_map is not an argument error (the host cannot read it): see the EP test case.
+}
+
+// Logits as rows of a wider buffer (route_inputs::ld), aligned (vector loads) and not (scalar
+// loads): the same bits as the contiguous rows. route_inputs::columns is checked against E.
+TEST_CASE("route: a row stride for the logits (ld), and their width checked (columns)") {
+  using config = moe::route_config<64, 6, moe::sigmoid_scoring, 8, 4>;
+  const std::int64_t tokens = 77;
+  FRUGAL_SEEDED_RNG(rng, 5100);
+  const auto logits = test::make_logits<float>(logits_pattern::random, tokens, 64, rng);
+  test::device_buffer<float> d_dense(logits);
+  test::device_buffer<std::int32_t> ids_dense(tokens * 6);
+  test::device_buffer<float> w_dense(tokens * 6);
+  FRUGAL_REQUIRE_OK(moe::route<config>(d_dense.data(), moe::route_outputs<>{ids_dense.data(), w_dense.data()}, tokens));
+  std::vector<float> g_dense_host(std::size_t(tokens) * 64);
+  test::device_buffer<float> dw(std::vector<float>(std::size_t(tokens) * 6, 0.25f)), g_dense(g_dense_host.size());
+  FRUGAL_REQUIRE_OK(moe::route_backward<config>(d_dense.data(), ids_dense.data(), dw.data(), g_dense.data(), tokens));
+  for (std::int64_t ld : {72, 67}) {  // 72: rows stay 16-byte aligned; 67: they do not (one logit at a time)
+    std::vector<float> wide(std::size_t(tokens * ld), NAN);
+    for (std::int64_t t = 0; t < tokens; ++t)
+      for (int e = 0; e < 64; ++e) wide[std::size_t(t * ld + e)] = logits[std::size_t(t * 64 + e)];
+    test::device_buffer<float> d_wide(wide), w(tokens * 6), g(std::size_t(tokens) * 64);
+    test::device_buffer<std::int32_t> ids(tokens * 6);
+    moe::route_inputs<float> in{d_wide.data(), nullptr, ld, 64};
+    FRUGAL_REQUIRE_OK(moe::route<config>(in, moe::route_outputs<>{ids.data(), w.data()}, tokens));
+    FRUGAL_REQUIRE_OK(moe::route_backward<config>(in, ids_dense.data(), dw.data(), g.data(), tokens));
+    test::synchronize();
+    INFO("ld " << ld);
+    CHECK(ids.download() == ids_dense.download());
+    CHECK(w.download() == w_dense.download());
+    CHECK(g.download() == g_dense.download());
+  }
+  const moe::route_outputs<> out{ids_dense.data(), w_dense.data()};
+  auto message = [](frugal::status s) { return std::string(s.message()); };
+  CHECK(message(moe::route<config>(moe::route_inputs<float>{d_dense.data(), nullptr, 0, 60}, out, tokens)).find("columns") != std::string::npos);
+  CHECK(message(moe::route<config>(moe::route_inputs<float>{d_dense.data(), nullptr, 32}, out, tokens)).find("ld") != std::string::npos);
+  CHECK(message(moe::route_backward<config>(moe::route_inputs<float>{d_dense.data(), nullptr, 0, 128}, ids_dense.data(), dw.data(),
+                                            g_dense.data(), tokens))
+            .find("columns") != std::string::npos);
+}
+
+// A runtime shape routed to the compiled configuration that matches it, or refused.
+TEST_CASE("route_table: a runtime (E, k, scoring, groups) picks its compiled configuration") {
+  using deepseek = moe::route_config<256, 8, moe::sigmoid_scoring, 8, 4>;
+  using routers = moe::route_table<moe::route_config<8, 2>, moe::route_config<64, 4, moe::topk_softmax_scoring>, deepseek>;
+  const std::int64_t tokens = 40;
+  FRUGAL_SEEDED_RNG(rng, 5200);
+  const auto logits = test::make_logits<float>(logits_pattern::random, tokens, 256, rng);
+  test::device_buffer<float> d_x(logits), w1(tokens * 8), w2(tokens * 8), g1(std::size_t(tokens) * 256), g2(std::size_t(tokens) * 256),
+      dw(std::vector<float>(std::size_t(tokens) * 8, 1.0f));
+  test::device_buffer<std::int32_t> i1(tokens * 8), i2(tokens * 8);
+  const moe::route_shape shape{256, 8, "sigmoid", 8, 4};
+  CHECK(routers::contains(shape));
+  FRUGAL_REQUIRE_OK(routers::route(moe::route_inputs<float>{d_x.data()}, moe::route_outputs<>{i1.data(), w1.data()}, tokens, shape));
+  FRUGAL_REQUIRE_OK(moe::route<deepseek>(d_x.data(), moe::route_outputs<>{i2.data(), w2.data()}, tokens));
+  FRUGAL_REQUIRE_OK(routers::route_backward(moe::route_inputs<float>{d_x.data()}, i2.data(), dw.data(), g1.data(), tokens, shape));
+  FRUGAL_REQUIRE_OK(moe::route_backward<deepseek>(d_x.data(), i2.data(), dw.data(), g2.data(), tokens));
+  test::synchronize();
+  CHECK(i1.download() == i2.download());
+  CHECK(w1.download() == w2.download());
+  CHECK(g1.download() == g2.download());
+  for (const moe::route_shape other : {moe::route_shape{256, 8, "softmax", 8, 4}, moe::route_shape{256, 6, "sigmoid", 8, 4},
+                                       moe::route_shape{256, 8, "sigmoid", 8, 2}, moe::route_shape{128, 8, "sigmoid"}}) {
+    CHECK(!routers::contains(other));
+    const auto s = routers::route(moe::route_inputs<float>{d_x.data()}, moe::route_outputs<>{i1.data(), w1.data()}, tokens, other);
+    CHECK(s.code() == frugal::errc::unsupported);
+    CHECK(std::strstr(s.message(), "no compiled route_config") != nullptr);
+  }
+  CHECK(routers::contains(moe::route_shape{64, 4, "topk_softmax"}));
 }

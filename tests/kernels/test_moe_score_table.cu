@@ -224,7 +224,7 @@ TEST_CASE("route: route() reads scores from the table where each resident block 
   auto chosen = [&](const auto* rows, std::int64_t t, const moe::route_params& params) {
     using T = std::remove_cv_t<std::remove_pointer_t<decltype(rows)>>;
     route_warp_path path = route_warp_path::automatic;
-    FRUGAL_REQUIRE_OK((moe::detail::choose_route_warp_path<gate, T>(rows, t, params, sms, path)));
+    FRUGAL_REQUIRE_OK((moe::detail::choose_route_warp_path<gate, T>(moe::route_inputs<T>{rows, nullptr}, t, params, sms, path)));
     return path;
   };
   CHECK(chosen(logits.data(), tokens, p) == route_warp_path::batched_tabulated);

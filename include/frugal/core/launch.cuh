@@ -25,10 +25,13 @@ namespace detail {
 #if defined(FRUGAL_HOST_SIMT)
 template <class... Params, class... Args>
 status simt_launch(bool cooperative, void (*kernel)(Params...), const launch_config& config, Args&&... args) {
-  // Each emulated thread calls the kernel with its own copies of the arguments, as on a GPU.
-  auto body = [&] { kernel(Params(args)...); };
+  // The arguments converted once; each emulated thread calls the kernel with its own copies of
+  // them, as on a GPU. A launch captured into a CUDA graph keeps a copy of the whole body.
+  auto body = [kernel, params = std::tuple<Params...>(Params(std::forward<Args>(args))...)] { std::apply(kernel, params); };
   using body_t = decltype(body);
-  host_simt::detail::kernel_body invoke{[](void* b) { (*static_cast<body_t*>(b))(); }, &body};
+  host_simt::detail::kernel_body invoke{[](void* b) { (*static_cast<body_t*>(b))(); }, &body,
+                                        [](const void* b) -> void* { return new body_t(*static_cast<const body_t*>(b)); },
+                                        [](void* b) { delete static_cast<body_t*>(b); }};
   const auto start = cooperative ? host_simt::detail::launch_cooperative : host_simt::detail::launch;
   return status::from_cuda(start(reinterpret_cast<const void*>(kernel), config.grid, config.block, config.shared_bytes,
                                  config.stream, invoke));

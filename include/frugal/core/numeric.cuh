@@ -17,6 +17,15 @@ template <class T>
 inline constexpr bool is_io_float_v = std::is_same_v<T, float> || std::is_same_v<T, __half> ||
                                       std::is_same_v<T, __nv_bfloat16>;
 
+//! T itself, in a context that does not deduce it: `const identity_t<OutT>* residual` takes a
+//! plain nullptr while OutT comes from another argument (std::type_identity_t before C++20).
+template <class T>
+struct identity {
+  using type = T;
+};
+template <class T>
+using identity_t = typename identity<T>::type;
+
 //! How many low bits are zero in the fp32 form of every T value (bf16: 16; fp16: 13, a 10-bit
 //! mantissa, subnormals included; float: 0). Keys for such values fit in 32 bits with an index of
 //! that many bits (compact_topk_key).

@@ -68,9 +68,13 @@ struct coords {
 };
 extern thread_local const coords* current;
 
+// A kernel call with its arguments: invoke(context) runs it for the current emulated thread;
+// clone/destroy make and free an owning copy, for a launch recorded into a CUDA graph.
 struct kernel_body {
   void (*invoke)(void*);
   void* context;
+  void* (*clone)(const void*);
+  void (*destroy)(void*);
 };
 cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes,
                    cudaStream_t stream, kernel_body body);

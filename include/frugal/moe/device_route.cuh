@@ -32,13 +32,16 @@ status check_route_arguments(const route_inputs<T>& in, const route_outputs<IdT,
   if (!logits) return status::invalid("frugal::moe::route: logits is null");
   if (!out.ids || !out.weights) return status::invalid("frugal::moe::route: ids and weights must not be null");
   FRUGAL_TRY(check_route_params<Config>(p));
+  if (in.columns != 0 && in.columns != Config::experts)
+    return status::invalid("frugal::moe::route: the logits have `columns` columns, not NumExperts (route_inputs::columns)");
+  if (in.ld != 0 && in.ld < Config::experts) return status::invalid("frugal::moe::route: route_inputs::ld must be 0 (E) or >= NumExperts");
   using frugal::detail::any_overlap;
   using frugal::detail::ranges;
   using frugal::detail::byte_range;
-  const std::int64_t slots = tokens * Config::k, logits_count = tokens * Config::experts;
+  const std::int64_t slots = tokens * Config::k, ld = in.ld > 0 ? in.ld : Config::experts;
   if (any_overlap(ranges(byte_range(out.ids, slots), byte_range(out.weights, slots), byte_range(out.source_rows, slots),
                    byte_range(out.global_ids, slots), byte_range(out.degenerate_rows, 1)),
-                  ranges(byte_range(in.logits, logits_count), byte_range(in.noise_logits, logits_count))))
+                  ranges(byte_range(in.logits, tokens, Config::experts, ld), byte_range(in.noise_logits, tokens, Config::experts, ld))))
     return status::invalid("frugal::moe::route: the outputs must not overlap each other or the logits");
   if (out.source_rows && tokens > std::int64_t(INT32_MAX) / Config::k)
     return status::invalid("frugal::moe::route: tokens * k must fit in int32 when source_rows are written");
@@ -69,22 +72,32 @@ struct route_warp_launch {
   }
   static status run(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t tokens, const route_params& params,
                     cudaStream_t stream, int sms) {
+    const std::int64_t ld = in.ld > 0 ? in.ld : Config::experts;
     std::int64_t blocks = 0;
     FRUGAL_TRY(max_blocks(sms, blocks));
     const std::int64_t tokens_per_block = std::int64_t(warps_per_block) * tokens_per_warp;
     const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
     if (needed < blocks) blocks = needed;
     return launch(kernel(), launch_config{dim3(unsigned(blocks)), dim3(warps_per_block * 32), 0, stream}, in.logits,
-                  in.noise_logits, tokens, params, out);
+                  in.noise_logits, ld, tokens, params, out);
   }
 };
 
 // How the warp path runs. `automatic` decides by T and the options; tests ask for each kernel.
 enum class route_warp_path { automatic, one_by_one, batched, one_by_one_tabulated, batched_tabulated };
 
+// Whether every row of the logits (and noise logits) starts on the vector width: the bases
+// aligned and the row stride a multiple of it. Otherwise the logits load one at a time.
+template <class Config, class T>
+bool vector_rows(const route_inputs<T>& in) {
+  constexpr int V = route_vector_width<Config, T>();
+  const std::int64_t ld = in.ld > 0 ? in.ld : Config::experts;
+  return is_aligned(in.logits, V * sizeof(T)) && (!in.noise_logits || is_aligned(in.noise_logits, V * sizeof(T))) && ld % V == 0;
+}
+
 // The warp-path kernel route() runs for these arguments (never `automatic`).
 template <class Config, class T, class IdT = std::int32_t, class WeightT = float>
-status choose_route_warp_path(const T* logits, std::int64_t tokens, const route_params& params, int sms,
+status choose_route_warp_path(const route_inputs<T>& in, std::int64_t tokens, const route_params& params, int sms,
                               route_warp_path& path) {
   using S = typename Config::scoring;
   constexpr int V = route_vector_width<Config, T>(), batch = route_batch<Config>();
@@ -97,7 +110,7 @@ status choose_route_warp_path(const T* logits, std::int64_t tokens, const route_
   // warp-instructions) costs what the table saves on about 36 rows of the DeepSeek-V3 gate
   // (about 156 each); 64 leaves a margin for the fill's latency until a GPU times both sides.
   // At least one block is resident per SM, so below 64 tokens per SM no occupancy is asked.
-  bool tabulated = may_tabulate && is_aligned(logits, V * sizeof(T)) &&
+  bool tabulated = may_tabulate && vector_rows<Config>(in) &&
                    (params.selection_bias != nullptr || !scoring_is_monotone<S>) && !(params.softcap > 0.0f) &&
                    params.noise_std == 0.0f && tokens >= std::int64_t(sms) * 64;
   if constexpr (may_tabulate) {
@@ -121,9 +134,8 @@ status launch_route_warp_path(route_inputs<T> in, route_outputs<IdT, WeightT> ou
   int sms = 0;
   FRUGAL_TRY(multiprocessor_count(sms));
   if (path == route_warp_path::automatic)
-    FRUGAL_TRY((choose_route_warp_path<Config, T, IdT, WeightT>(in.logits, tokens, params, sms, path)));
-  // Rows are V-aligned when the base is (E is a multiple of V); otherwise load one at a time.
-  const bool vectors = V > 1 && is_aligned(in.logits, V * sizeof(T));
+    FRUGAL_TRY((choose_route_warp_path<Config, T, IdT, WeightT>(in, tokens, params, sms, path)));
+  const bool vectors = V > 1 && vector_rows<Config>(in);
   const bool batched = path == route_warp_path::batched || path == route_warp_path::batched_tabulated;
   const bool tabulated = path == route_warp_path::one_by_one_tabulated || path == route_warp_path::batched_tabulated;
   if (batched && batch == 1) return status::invalid("frugal::moe::route: this configuration has no batched path");
@@ -171,7 +183,7 @@ status route(route_inputs<T> in, route_outputs<IdT, WeightT> out, std::int64_t t
     FRUGAL_TRY(multiprocessor_count(sms));
     const std::int64_t blocks = tokens < std::int64_t(sms) * 8 ? tokens : std::int64_t(sms) * 8;
     return launch(detail::route_block_kernel<Config, T, IdT, WeightT>, launch_config{dim3(unsigned(blocks)), dim3(detail::route_block_threads), 0, stream},
-                  in.logits, in.noise_logits, tokens, params, out);
+                  in.logits, in.noise_logits, in.ld > 0 ? in.ld : std::int64_t(Config::experts), tokens, params, out);
   } else {
     return detail::launch_route_warp_path<Config>(in, out, tokens, params, stream, detail::route_warp_path::automatic);
   }

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace frugal::moe {
 
@@ -92,6 +93,58 @@ struct plan_outputs {
   //! [2]: number of ids outside [-1, E) (treated as not routed) and of ids repeating an earlier
   //! id of the same token (kept as separate entries). Both 0 for well-formed routing.
   std::int32_t* id_errors = nullptr;
+};
+
+//! The sizes of plan, by name (none can take another's place).
+struct plan_shape {
+  std::int64_t tokens = 0;  //!< T: rows of ids
+  int k = 1;                //!< ids per token, 1..32
+  int experts = 0;          //!< E, 1..4096
+};
+
+//! The sizes of permute, combine and their backwards, by name: T tokens of `hidden` elements
+//! with k slots each, and the `rows` rows of the expert-major buffer (plan_max_rows, or
+//! E * capacity for the masked placement).
+struct dispatch_shape {
+  std::int64_t tokens = 0;
+  int k = 1;
+  int hidden = 0;
+  std::int64_t rows = 0;
+};
+
+//! The maps permute and combine read, as a plan wrote them (plan_maps(out) takes them from
+//! plan_outputs), int32 or int64 (Index; an engine's own int64 index tensors need no conversion).
+//! A map entry outside its range means "nothing there" (docs/moe_dispatch.md).
+template <class Index>
+struct dispatch_maps_of {
+  static_assert(std::is_same_v<Index, std::int32_t> || std::is_same_v<Index, std::int64_t>,
+                "frugal::moe::dispatch_maps_of: Index must be int32 or int64");
+  const Index* row_to_slot = nullptr;  //!< [rows]: the slot each row holds (padding: T * k)
+  const Index* slot_to_row = nullptr;  //!< [T * k]: the row of each slot, -1 for none
+  //! [1] on the device, or nullptr: the rows the plan used (plan_outputs::total_rows). Rows at or
+  //! past it are neither read nor written, so a buffer sized for the worst case (plan_max_rows)
+  //! costs only what the plan used: at decode, a few rows instead of E * (block_size - 1).
+  const Index* total_rows = nullptr;
+};
+//! The plan's maps (int32).
+using dispatch_maps = dispatch_maps_of<std::int32_t>;
+
+//! The maps of a plan's outputs.
+inline dispatch_maps plan_maps(const plan_outputs& out) { return {out.row_to_slot, out.slot_to_row, out.total_rows}; }
+
+//! What permute writes to padding rows inside the used range (rows no slot fills: a packed
+//! segment's round-up, a masked expert's empty places).
+enum class padding_rows {
+  zeros,      //!< written as zeros (a GEMM over them then adds nothing, whatever it does with them)
+  untouched,  //!< not written (for a GEMM that skips them by the plan's counts; saves their bytes)
+};
+
+//! The sizes of the expert-choice way back (combine_expert_choice and its backward).
+struct expert_choice_shape {
+  std::int64_t tokens = 0;  //!< T
+  int experts = 0;          //!< E, 1..4096
+  int capacity = 0;         //!< places per expert: y has E * capacity rows
+  int hidden = 0;
 };
 
 }  // namespace frugal::moe

@@ -14,6 +14,7 @@
 
 #include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
+#include <frugal/core/numeric.cuh>
 #include <frugal/moe/detail/plan_kernels.cuh>
 #include <frugal/moe/dispatch_config.cuh>
 
@@ -26,16 +27,28 @@
 namespace frugal::moe {
 
 namespace detail {
-// The most plan blocks resident at once on the current device. It depends only on the device, and
-// the occupancy query costs microseconds of host time a 5-microsecond plan cannot spare: cached.
+// The most plan blocks resident at once on the current device for `experts` experts (the shared
+// memory grows with them). It depends only on the device and the shared memory, and the occupancy
+// query costs microseconds of host time a 5-microsecond plan cannot spare: cached per device and
+// per 256 experts, asked for the largest expert count of that step. The kernel may use the shared
+// memory of 4096 experts, set once per device. No call here synchronises or allocates, so a plan
+// can be captured in a CUDA graph (after one uncaptured call, the cache is warm as well).
 template <class Kernel>
-status plan_grid_limit(Kernel kernel, int& blocks) {
-  static std::atomic<int> cached[64] = {};  // per device; 0 = not asked yet
+status plan_grid_limit(Kernel kernel, int experts, int& blocks) {
+  constexpr int steps = plan_max_experts / 256, devices = 64;
+  static std::atomic<int> cached[devices][steps] = {};  // 0 = not asked yet
+  static std::atomic<bool> allowed[devices] = {};
   int device = 0;
   FRUGAL_TRY(status::from_cuda(cudaGetDevice(&device)));
-  if (device >= 0 && device < 64 && (blocks = cached[device].load(std::memory_order_relaxed)) > 0) return status{};
-  FRUGAL_TRY(cooperative_grid_blocks(kernel, plan_threads, 0, blocks));
-  if (device >= 0 && device < 64) cached[device].store(blocks, std::memory_order_relaxed);
+  const int step = (experts - 1) / 256;
+  const bool cacheable = device >= 0 && device < devices;
+  if (cacheable && (blocks = cached[device][step].load(std::memory_order_relaxed)) > 0) return status{};
+  if (!cacheable || !allowed[device].load(std::memory_order_relaxed)) {
+    FRUGAL_TRY(allow_dynamic_shared(kernel, plan_shared_bytes(plan_max_experts)));
+    if (cacheable) allowed[device].store(true, std::memory_order_relaxed);
+  }
+  FRUGAL_TRY(cooperative_grid_blocks(kernel, plan_threads, plan_shared_bytes((step + 1) * 256), blocks));
+  if (cacheable) cached[device][step].store(blocks, std::memory_order_relaxed);
   return status{};
 }
 }  // namespace detail
@@ -43,8 +56,9 @@ status plan_grid_limit(Kernel kernel, int& blocks) {
 //! Plans the dispatch of ids [T, k] (global expert ids; -1 = not routed here) to E experts.
 //!
 //! Every routed entry (slot t * k + j) gets a rank inside its expert in token order; the drop
-//! policy decides which entries an expert over capacity keeps (`weights` [T, k] fp32 are needed
-//! for drop_policy::weight_priority), and kept entries keep their token order. Dropped entries
+//! policy decides which entries an expert over capacity keeps (`weights` [T, k], float, __half or
+//! __nv_bfloat16, are needed for drop_policy::weight_priority; nullptr otherwise), and kept
+//! entries keep their token order. Dropped entries
 //! are counted per expert (out.dropped), never silently lost. Outputs are described in
 //! plan_outputs; the row arrays need plan_max_rows(T, k, E, params) entries.
 //!
@@ -52,14 +66,17 @@ status plan_grid_limit(Kernel kernel, int& blocks) {
 //! a token is a separate entry; both are counted in out.id_errors. Nothing is written out of
 //! bounds. Two-phase workspace (any alignment: the plan aligns it); one cooperative launch (grid barriers between the phases, as many
 //! blocks as the device holds at once, at most one per 256 slots); deterministic.
-template <class IdT>
-status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const float* weights, std::int64_t tokens,
-            int k, int experts, const plan_params& params, plan_outputs out, cudaStream_t stream = nullptr) {
+template <class IdT, class W>
+status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const W* weights, const plan_outputs& out,
+            const plan_shape& shape, const plan_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
                 "frugal::moe::plan: ids must be int32 or int64");
+  static_assert(is_io_float_v<W>, "frugal::moe::plan: weights must be float, __half or __nv_bfloat16");
+  const std::int64_t tokens = shape.tokens;
+  const int k = shape.k, experts = shape.experts;
   if (tokens < 0) return status::invalid("frugal::moe::plan: tokens must be >= 0");
   if (k < 1 || k > 32) return status::invalid("frugal::moe::plan: k must be in [1, 32]");
-  if (experts < 1 || experts > detail::plan_max_experts) return status::invalid("frugal::moe::plan: experts must be in [1, 1024]");
+  if (experts < 1 || experts > detail::plan_max_experts) return status::invalid("frugal::moe::plan: experts must be in [1, 4096]");
   // (tokens is compared after dividing, so tokens * k itself cannot overflow)
   if (tokens > std::int64_t(INT32_MAX) / 2 / k) return status::invalid("frugal::moe::plan: tokens * k is too large for int32 rows");
   const std::int64_t slots = tokens * k;
@@ -102,9 +119,9 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   }
 
   if (params.max_blocks < 0) return status::invalid("frugal::moe::plan: max_blocks must be >= 0 (0: the whole device)");
-  const auto kernel = detail::plan_kernel<IdT>;
+  const auto kernel = detail::plan_kernel<IdT, W>;
   int most_blocks = 0;
-  FRUGAL_TRY(detail::plan_grid_limit(kernel, most_blocks));
+  FRUGAL_TRY(detail::plan_grid_limit(kernel, experts, most_blocks));
   if (params.max_blocks > 0 && params.max_blocks < most_blocks) most_blocks = params.max_blocks;
 
   detail::plan_problem p;
@@ -120,7 +137,15 @@ status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, const
   detail::plan_tiling(p, most_blocks);
   detail::carve_plan_workspace(workspace, p);
   const unsigned blocks = unsigned(p.tiles > 0 ? p.tiles : 1);
-  return launch_cooperative(kernel, launch_config{dim3(blocks), dim3(detail::plan_threads), 0, stream}, ids, weights, p, out);
+  return launch_cooperative(kernel, launch_config{dim3(blocks), dim3(detail::plan_threads), detail::plan_shared_bytes(experts), stream},
+                            ids, weights, p, out);
+}
+
+//! plan() without weights (every drop policy but weight_priority).
+template <class IdT>
+status plan(void* workspace, std::size_t& workspace_bytes, const IdT* ids, std::nullptr_t, const plan_outputs& out, const plan_shape& shape,
+            const plan_params& params = {}, cudaStream_t stream = nullptr) {
+  return plan(workspace, workspace_bytes, ids, static_cast<const float*>(nullptr), out, shape, params, stream);
 }
 
 }  // namespace frugal::moe

@@ -38,7 +38,7 @@ inline constexpr int backward_threads = Config::experts > 1024 ? 128 : 32;
 
 template <class Config, class T, class IdT, class G, class D>
 __global__ void __launch_bounds__(128, 1)
-    route_backward_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, const IdT* __restrict__ ids,
+    route_backward_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t ld, const IdT* __restrict__ ids,
                           const G* __restrict__ d_weights,
                           std::int64_t tokens, route_params params, float clip, bool accumulate,
                           D* __restrict__ d_logits) {
@@ -56,8 +56,8 @@ __global__ void __launch_bounds__(128, 1)
     const std::int64_t t = base + slot_in_block;
     const bool exists = t < tokens;
     const bool active = exists && !(params.row_mask && params.row_mask[t] == 0);
-    const T* row = logits + (active ? t : 0) * E;
-    const T* noise_row = noise_logits ? noise_logits + (active ? t : 0) * E : nullptr;
+    const T* row = logits + (active ? t : 0) * ld;
+    const T* noise_row = noise_logits ? noise_logits + (active ? t : 0) * ld : nullptr;
     auto noise_of = [&](int e) { return noise_row ? to_float(noise_row[e]) : NAN; };
 
     float raw[Items], x[Items];
@@ -194,9 +194,15 @@ status route_backward(route_inputs<T> in, const IdT* ids, const G* d_weights, D*
     return status::invalid("frugal::moe::route_backward: logits, ids, d_weights and d_logits must not be null");
   if (!(clip >= 0.0f)) return status::invalid("frugal::moe::route_backward: clip must be >= 0 (0 = off)");
   FRUGAL_TRY(detail::check_route_params<Config>(params));
+  if (in.columns != 0 && in.columns != Config::experts)
+    return status::invalid("frugal::moe::route_backward: the logits have `columns` columns, not NumExperts (route_inputs::columns)");
+  if (in.ld != 0 && in.ld < Config::experts)
+    return status::invalid("frugal::moe::route_backward: route_inputs::ld must be 0 (E) or >= NumExperts");
+  const std::int64_t ld = in.ld > 0 ? in.ld : Config::experts;
   const std::int64_t logits_count = tokens * Config::experts, slots = tokens * Config::k;
   if (frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(d_logits, logits_count)),
-                          frugal::detail::ranges(frugal::detail::byte_range(logits, logits_count), frugal::detail::byte_range(in.noise_logits, logits_count),
+                          frugal::detail::ranges(frugal::detail::byte_range(logits, tokens, Config::experts, ld),
+                                                 frugal::detail::byte_range(in.noise_logits, tokens, Config::experts, ld),
                            frugal::detail::byte_range(ids, slots), frugal::detail::byte_range(d_weights, slots))))
     return status::invalid("frugal::moe::route_backward: d_logits must not overlap the logits, the ids or d_weights");
   int sms = 0;
@@ -205,7 +211,7 @@ status route_backward(route_inputs<T> in, const IdT* ids, const G* d_weights, D*
   const std::int64_t needed = (tokens + tokens_per_block - 1) / tokens_per_block;
   const std::int64_t blocks = needed < std::int64_t(sms) * 16 ? needed : std::int64_t(sms) * 16;
   return launch(detail::route_backward_kernel<Config, T, IdT, G, D>, launch_config{dim3(unsigned(blocks)), dim3(128), 0, stream},
-                logits, in.noise_logits, ids, d_weights, tokens, params, clip, accumulate, d_logits);
+                logits, in.noise_logits, ld, ids, d_weights, tokens, params, clip, accumulate, d_logits);
 }
 
 //! route_backward() without noise logits.

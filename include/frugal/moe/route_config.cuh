@@ -108,6 +108,12 @@ template <class T>
 struct route_inputs {
   const T* logits = nullptr;
   const T* noise_logits = nullptr;
+  //! Elements from one token's row to the next (both arrays); 0: E (contiguous rows). A row of a
+  //! wider buffer (a fused QKV-and-router GEMM output) needs no copy.
+  std::int64_t ld = 0;
+  //! The logits' width as the caller knows it (the router GEMM's N), checked against E; 0: not
+  //! given. A buffer narrower than E is then an error, not garbage.
+  std::int64_t columns = 0;
 };
 
 //! Where routing writes. ids and weights are [T, k]; the rest optional.

@@ -15,6 +15,7 @@
 #include <frugal/moe/score_table.cuh>
 #include <frugal/topk/warp_topk.cuh>
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -88,7 +89,7 @@ struct route_choice {
 //! statistics the weights need. finish_route turns it into the slot; a kernel may run it on
 //! several tokens first and finish them together, k lanes each (the device-wide route does at
 //! large T).
-template <class Config, int VectorWidth = 1, class T, class NoiseT = T, class Table = no_score_table>
+template <class Config, int VectorWidth = 0, class T, class NoiseT = T, class Table = no_score_table>
 FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
                                              const route_params& params, const Table& table = {}) {
   static_assert(!Config::block_path, "frugal::moe::warp_route: NumExperts > 1024 routes with one block per token");
@@ -102,7 +103,7 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
 
   // 1. Transformed logits. Item i of a lane is expert expert_of(i): chunks of V consecutive
   //    experts per lane (one vector load each), lanes side by side, chunks W * V apart.
-  constexpr int V = VectorWidth;
+  constexpr int V = VectorWidth > 0 ? VectorWidth : route_vector_width<Config, T>();
   static_assert(V >= 1 && Items % V == 0 && E % V == 0 && V * sizeof(T) <= 16,
                 "frugal::moe::warp_route: VectorWidth must divide the items per lane and NumExperts (at most 16 bytes)");
   auto expert_of = [lane](int i) { return (i / V) * (W * V) + lane * V + i % V; };
@@ -332,14 +333,29 @@ FRUGAL_DEVICE route_choice warp_route_select(const T* row, const NoiseT* noise_r
 //! @param degenerate  set (in every lane) when the row is degenerate: ids 0..k-1, weights 0
 //! @param table       no_score_table{}, or (bf16 logits, an elementwise scoring) the block's filled
 //!                    bf16_score_table<Config::scoring>: the same results, scores looked up
-//! @tparam VectorWidth logits loaded VectorWidth at a time (row must then be aligned to
-//!         VectorWidth * sizeof(T)); route_vector_width<Config, T> is the widest that applies
-template <class Config, int VectorWidth = 1, class T, class NoiseT = T, class Table = no_score_table>
+//! @tparam VectorWidth logits loaded VectorWidth at a time; 0 (the default) is the widest that
+//!         applies, route_vector_width<Config, T>() (16 bytes when E allows). row (and noise_row)
+//!         must be aligned to VectorWidth * sizeof(T) bytes: 16 for the default with float
+//!         logits and E a multiple of 4 (a row of a contiguous [T, E] array with 16-byte aligned
+//!         storage is); pass 1 for rows of any alignment.
+//!
+//! template <class Config, int VectorWidth = 0, class T, class NoiseT = T, class Table = no_score_table>
+//! route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
+//!                       const route_params& params, bool& degenerate, const Table& table = {});
+//! (noise_row may be a plain nullptr.)
+template <class Config, int VectorWidth = 0, class T, class NoiseT = T, class Table = no_score_table>
 FRUGAL_DEVICE route_slot warp_route(const T* row, const NoiseT* noise_row, std::int64_t token, bool active,
                                     const route_params& params, bool& degenerate, const Table& table = {}) {
   const route_choice choice = warp_route_select<Config, VectorWidth>(row, noise_row, token, active, params, table);
   degenerate = choice.degenerate;
   return finish_route<Config, Config::lanes>(choice.expert, choice.x, params, choice.stats, degenerate);
+}
+
+//! warp_route() without noise logits: noise_row a plain nullptr.
+template <class Config, int VectorWidth = 0, class T, class Table = no_score_table>
+FRUGAL_DEVICE route_slot warp_route(const T* row, std::nullptr_t, std::int64_t token, bool active, const route_params& params,
+                                    bool& degenerate, const Table& table = {}) {
+  return warp_route<Config, VectorWidth>(row, static_cast<const T*>(nullptr), token, active, params, degenerate, table);
 }
 
 #endif  // FRUGAL_KERNEL_CODE

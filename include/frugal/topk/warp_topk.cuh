@@ -36,23 +36,32 @@ struct network_pair {
 
 // Batcher's odd-even merge network for n keys: the network for the next power of two with the
 // comparators that touch the padding dropped (padding is smaller than every key and never
-// moves). Writes the pairs to `out` unless it is null; returns how many there are.
-FRUGAL_HOST_DEVICE constexpr int merge_network_pairs(int n, network_pair* out) {
+// moves). Calls visit(lo, hi) for each comparator in order. (A visitor rather than an optional
+// output pointer: GCC cannot constant-evaluate `if (out)` on a member array's address under
+// -fsanitize=null.)
+template <class Visit>
+FRUGAL_HOST_DEVICE constexpr void visit_merge_network(int n, Visit& visit) {
   const int levels = ceil_log2(n), padded = 1 << levels;
-  int count = 0;
   for (int lp = 0; lp < levels; ++lp)
     for (int lk = lp; lk >= 0; --lk) {
       const int p = 1 << lp, d = 1 << lk;
       for (int j = d % p; j + d < padded; j += 2 * d)
         for (int i = 0; i < d; ++i) {
           const int lo = i + j, hi = i + j + d;
-          if (hi < n && lo / (2 * p) == hi / (2 * p)) {
-            if (out) out[count] = network_pair{lo, hi};
-            ++count;
-          }
+          if (hi < n && lo / (2 * p) == hi / (2 * p)) visit(lo, hi);
         }
     }
-  return count;
+}
+
+struct network_counter {
+  int count = 0;
+  FRUGAL_HOST_DEVICE constexpr void operator()(int, int) { ++count; }
+};
+
+FRUGAL_HOST_DEVICE constexpr int merge_network_size(int n) {
+  network_counter counter;
+  visit_merge_network(n, counter);
+  return counter.count;
 }
 
 // The network as a compile-time table, so every index below is a template argument and the
@@ -60,9 +69,18 @@ FRUGAL_HOST_DEVICE constexpr int merge_network_pairs(int n, network_pair* out) {
 // beyond 8 keys, and an array indexed at run time lives in local memory).
 template <int N>
 struct merge_network {
-  static constexpr int size = merge_network_pairs(N, nullptr);
+  static constexpr int size = merge_network_size(N);
   network_pair pairs[size > 0 ? size : 1];
-  FRUGAL_HOST_DEVICE constexpr merge_network() : pairs{} { merge_network_pairs(N, pairs); }
+
+  struct filler {
+    network_pair* pairs;
+    int count = 0;
+    FRUGAL_HOST_DEVICE constexpr void operator()(int lo, int hi) { pairs[count++] = network_pair{lo, hi}; }
+  };
+  FRUGAL_HOST_DEVICE constexpr merge_network() : pairs{} {
+    filler fill{pairs};
+    visit_merge_network(N, fill);
+  }
 };
 template <int N>
 inline constexpr merge_network<N> merge_network_v{};

@@ -6,6 +6,8 @@
 #include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/vector_io.cuh>
+#include <frugal/moe/detail/dispatch_kernels.cuh>
+#include <frugal/moe/dispatch_config.cuh>
 
 #include <climits>
 #include <cstdint>
@@ -24,10 +26,31 @@ status check_rows(const char* who_hidden, const char* who_aligned, int hidden, s
   return status{};
 }
 
-// Sizes: slots t*k and rows are int32 in the maps, so both must fit (checked without overflow).
+// Sizes: slots t*k and rows must fit in int32 (the plan's maps; int64 maps hold the same values),
+// checked without overflow.
 inline status check_counts(const char* message, std::int64_t tokens, std::int64_t rows, int k) {
   if (tokens < 0 || rows < 0 || k < 1 || k > 32 || tokens > INT32_MAX / k || rows > INT32_MAX) return status::invalid(message);
   return status{};
+}
+
+// The sizes of a permute or combine (check_counts' rule); message: the entry point's own.
+inline status check_shape(const char* message, const dispatch_shape& s) { return check_counts(message, s.tokens, s.rows, s.k); }
+
+// The kernels' view of the problem.
+template <class Index>
+move_problem<Index> move_problem_of(const dispatch_shape& s, const dispatch_maps_of<Index>& maps, bool pad) {
+  return {s.tokens, s.hidden, s.k, maps.row_to_slot, maps.slot_to_row, maps.total_rows, s.rows, pad};
+}
+
+// Whether the expert-major buffer `out` [rows, hidden] overlaps the token rows x [T, hidden] or
+// the maps (a permute-like call that writes rows from tokens).
+template <class T, class U, class Index>
+bool moved_rows_overlap(const dispatch_shape& s, const T* x, const U* out, const dispatch_maps_of<Index>& maps) {
+  using frugal::detail::byte_range;
+  return frugal::detail::any_overlap(
+      frugal::detail::ranges(byte_range(out, s.rows * s.hidden)),
+      frugal::detail::ranges(byte_range(x, s.tokens * s.hidden), byte_range(maps.row_to_slot, s.rows),
+                             byte_range(maps.slot_to_row, s.tokens * s.k), byte_range(maps.total_rows, 1)));
 }
 
 // Blocks for a grid-stride loop over `items` rows: enough to fill the device, no more.
@@ -41,7 +64,7 @@ inline status row_grid(std::int64_t items, dim3& grid) {
 
 // Blocks for a kernel built on for_each_source: it loops over tokens (with the forward map) and
 // over rows.
-inline status source_grid(std::int64_t tokens, std::int64_t rows, const std::int32_t* slot_to_row, dim3& grid) {
+inline status source_grid(std::int64_t tokens, std::int64_t rows, const void* slot_to_row, dim3& grid) {
   return row_grid(slot_to_row && tokens > rows ? tokens : rows, grid);
 }
 

@@ -27,10 +27,21 @@ inline constexpr int dispatch_threads = 128;
 inline constexpr int dispatch_unroll = 4;  // 16-byte chunks per thread in flight in a row copy
 inline constexpr float fp8_e4m3_max = 448.0f;
 
-// The token a row gathers from, or -1 (padding, or a slot outside [0, T*k)).
-FRUGAL_DEVICE std::int64_t source_token(const std::int32_t* row_to_slot, std::int64_t row, std::int64_t tokens, int k) {
+// The token a row gathers from, or -1 (padding, or a slot outside [0, T*k)). Maps are int32 or
+// int64 (Index); every entry is read as int64 and range-checked, so the row arithmetic is int64.
+template <class Index>
+FRUGAL_DEVICE std::int64_t source_token(const Index* row_to_slot, std::int64_t row, std::int64_t tokens, int k) {
   const std::int64_t s = row_to_slot[row];
   return s >= 0 && s < tokens * k ? s / k : -1;
+}
+
+// The rows of the expert-major buffer in use: the plan's device-side total when given (read once
+// per block), else all `rows`. Rows at or past it are neither read nor written.
+template <class Index>
+FRUGAL_DEVICE std::int64_t used_rows(const Index* total_rows, std::int64_t rows) {
+  if (!total_rows) return rows;
+  const std::int64_t total = *total_rows;
+  return total < 0 ? 0 : total < rows ? total : rows;
 }
 
 template <class T, int V>
@@ -48,28 +59,43 @@ struct row_targets {
   float scale[32];
 };
 
+// The arguments every row-moving kernel shares: the maps, the sizes, and whether padding rows
+// inside the used range are written (as zeros).
+template <class Index>
+struct move_problem {
+  std::int64_t tokens;
+  int hidden, k;
+  const Index* row_to_slot;
+  const Index* slot_to_row;
+  const Index* total_rows;
+  std::int64_t rows;
+  bool pad;
+};
+
 // Runs body(src, targets, count) once per source row: every token with its k rows when the
 // forward map slot_to_row is given, then the padding rows (no slot writes them) with src null;
-// otherwise every row with the token that row_to_slot names. The block stages the targets.
-template <class T, class Body>
-FRUGAL_DEVICE void for_each_source(const T* x, std::int64_t tokens, int hidden, int k, const std::int32_t* row_to_slot,
-                                   const std::int32_t* slot_to_row, std::int64_t rows, const float* slot_scale,
-                                   row_targets& targets, Body body) {
+// otherwise every row with the token that row_to_slot names. Only rows below the used total.
+// The block stages the targets; slot_scale[slot] (float, __half or __nv_bfloat16) scales a
+// target when given.
+template <class T, class S, class Index, class Body>
+FRUGAL_DEVICE void for_each_source(const T* x, const move_problem<Index>& p, const S* slot_scale, row_targets& targets, Body body) {
   const unsigned tid = threadIdx.x;
-  if (slot_to_row) {
+  const std::int64_t tokens = p.tokens, rows = used_rows(p.total_rows, p.rows);
+  const int hidden = p.hidden, k = p.k;
+  if (p.slot_to_row) {
     for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
       if (tid < unsigned(k)) {
         const std::int64_t s = t * k + tid;
-        const std::int32_t r = slot_to_row[s];
-        targets.row[tid] = r >= 0 && r < rows ? r : -1;  // dropped or out of range: no row
-        targets.scale[tid] = slot_scale ? slot_scale[s] : 1.0f;
+        const std::int64_t r = p.slot_to_row[s];
+        targets.row[tid] = r >= 0 && r < rows ? std::int32_t(r) : -1;  // dropped or out of range: no row
+        targets.scale[tid] = slot_scale ? to_float(slot_scale[s]) : 1.0f;
       }
       __syncthreads();
       body(x + t * hidden, targets, k);
       __syncthreads();  // the targets are rewritten for the next token
     }
-    for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-      if (source_token(row_to_slot, row, tokens, k) >= 0) continue;  // a token wrote it
+    for (std::int64_t row = blockIdx.x; p.pad && row < rows; row += gridDim.x) {
+      if (source_token(p.row_to_slot, row, tokens, k) >= 0) continue;  // a token wrote it
       if (tid == 0) {
         targets.row[0] = std::int32_t(row);
         targets.scale[0] = 1.0f;
@@ -80,10 +106,11 @@ FRUGAL_DEVICE void for_each_source(const T* x, std::int64_t tokens, int hidden, 
     }
   } else {
     for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-      const std::int64_t token = source_token(row_to_slot, row, tokens, k);
+      const std::int64_t token = source_token(p.row_to_slot, row, tokens, k);
+      if (token < 0 && !p.pad) continue;  // (block-uniform: every thread reads the same entry)
       if (tid == 0) {
         targets.row[0] = std::int32_t(row);
-        targets.scale[0] = slot_scale && token >= 0 ? slot_scale[row_to_slot[row]] : 1.0f;
+        targets.scale[0] = slot_scale && token >= 0 ? to_float(slot_scale[p.row_to_slot[row]]) : 1.0f;
       }
       __syncthreads();
       body(token >= 0 ? x + token * hidden : nullptr, targets, 1);
@@ -94,15 +121,12 @@ FRUGAL_DEVICE void for_each_source(const T* x, std::int64_t tokens, int hidden, 
 
 // out[target] = scale * src for each target (zeros when src is null). scale = slot_scale[slot]
 // when given (combine_backward's d_y), applied per target.
-template <class T, int V>
+template <class T, int V, class S, class Index>
 __global__ void __launch_bounds__(dispatch_threads)
-    permute_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
-                   const std::int32_t* __restrict__ slot_to_row, std::int64_t rows, const float* __restrict__ slot_scale,
-                   T* __restrict__ out) {
+    permute_kernel(const T* __restrict__ x, move_problem<Index> p, const S* __restrict__ slot_scale, T* __restrict__ out) {
   __shared__ row_targets targets;
-  const int chunks = hidden / V;
-  for_each_source(x, tokens, hidden, k, row_to_slot, slot_to_row, rows, slot_scale, targets,
-                  [&](const T* src, const row_targets& to, int count) {
+  const int hidden = p.hidden, chunks = hidden / V;
+  for_each_source(x, p, slot_scale, targets, [&](const T* src, const row_targets& to, int count) {
     // dispatch_unroll chunks per thread per round: all loads issue before any store, so each
     // thread keeps several 16-byte loads in flight (a row copy is bound by memory latency).
     for (int c0 = int(threadIdx.x); c0 < chunks; c0 += dispatch_unroll * dispatch_threads) {
@@ -146,17 +170,15 @@ FRUGAL_DEVICE vector<unsigned char, V> quantize_chunk(const vector<T, V>& v, flo
 
 FRUGAL_DEVICE float fp8_scale_of(float amax) { return amax > 0.0f ? amax / fp8_e4m3_max : 1.0f; }
 
-template <class T, int V, int Group>
+template <class T, int V, int Group, class Index>
 __global__ void __launch_bounds__(dispatch_threads)
-    permute_fp8_kernel(const T* __restrict__ x, std::int64_t tokens, int hidden, int k, const std::int32_t* __restrict__ row_to_slot,
-                       const std::int32_t* __restrict__ slot_to_row, std::int64_t rows, __nv_fp8_e4m3* __restrict__ out,
-                       float* __restrict__ scales, std::int64_t scale_block_rows) {  // 0: row-major scales
+    permute_fp8_kernel(const T* __restrict__ x, move_problem<Index> p, __nv_fp8_e4m3* __restrict__ out, float* __restrict__ scales,
+                       std::int64_t scale_block_rows) {  // 0: row-major scales
   __shared__ typename block_reduce<float, dispatch_threads>::TempStorage storage;
   __shared__ row_targets targets;
-  const int chunks = hidden / V;
+  const int hidden = p.hidden, chunks = hidden / V;
   auto quantized_row = [&](std::int32_t row) { return reinterpret_cast<unsigned char*>(out + std::int64_t(row) * hidden); };
-  for_each_source(x, tokens, hidden, k, row_to_slot, slot_to_row, rows, static_cast<const float*>(nullptr), targets,
-                  [&](const T* src, const row_targets& to, int count) {
+  for_each_source(x, p, static_cast<const float*>(nullptr), targets, [&](const T* src, const row_targets& to, int count) {
     if constexpr (Group == 0) {
       // One scale per row: amax over the source row, then quantize (read twice, from L2).
       float amax = 0.0f;
@@ -212,19 +234,21 @@ __global__ void __launch_bounds__(dispatch_threads)
 // the count, the same in every thread).
 //
 // A token-choice plan: the token's k slots, in slot order.
+template <class W, class Index>
 struct token_choice_slots {
   static constexpr int max_slots = 32;
   struct TempStorage {};
-  const std::int32_t* slot_to_row;
-  const float* weights;  // [T, k] or nullptr (1)
+  const Index* slot_to_row;
+  const W* weights;  // [T, k] (float, __half or __nv_bfloat16) or nullptr (1)
+  const Index* total_rows;  // the rows in use, or nullptr (all `rows`)
   std::int64_t rows;
   int k;
   FRUGAL_DEVICE int load(std::int64_t t, std::int32_t* row_of, float* weight_of, TempStorage&) const {
     if (threadIdx.x < unsigned(k)) {
-      const std::int64_t s = t * k + threadIdx.x;
-      const std::int32_t r = slot_to_row[s];
-      row_of[threadIdx.x] = r >= 0 && r < rows ? r : -1;  // dropped or out of range: contributes nothing
-      weight_of[threadIdx.x] = weights ? weights[s] : 1.0f;
+      const std::int64_t s = t * k + threadIdx.x, used = used_rows(total_rows, rows);
+      const std::int64_t r = slot_to_row[s];
+      row_of[threadIdx.x] = r >= 0 && r < used ? std::int32_t(r) : -1;  // dropped or out of range: contributes nothing
+      weight_of[threadIdx.x] = weights ? to_float(weights[s]) : 1.0f;
     }
     __syncthreads();
     return k;
@@ -234,13 +258,14 @@ struct token_choice_slots {
 // Expert choice: the experts whose lists hold the token, in increasing expert order. Expert e's
 // list, token_ids[e C, e C + C), holds tokens in increasing order then -1s: a binary search per
 // expert, one expert per thread, compacted in order by a block scan.
+template <class W>
 struct expert_choice_slots {
-  static constexpr int max_slots = 1024;  // experts
+  static constexpr int max_slots = 4096;  // experts (as many as expert_choice_config allows)
   struct TempStorage {
     typename block_scan<int, dispatch_threads>::TempStorage scan;
   };
   const std::int32_t* token_ids;
-  const float* weights;  // [E C] or nullptr (1)
+  const W* weights;  // [E C] (float, __half or __nv_bfloat16) or nullptr (1)
   int experts, capacity;
   FRUGAL_DEVICE int load(std::int64_t t, std::int32_t* row_of, float* weight_of, TempStorage& storage) const {
     int count = 0;
@@ -262,7 +287,7 @@ struct expert_choice_slots {
       const int position = block_scan<int, dispatch_threads>(storage.scan).exclusive_sum(row >= 0 ? 1 : 0, total);
       if (row >= 0) {
         row_of[count + position] = row;
-        weight_of[count + position] = weights ? weights[row] : 1.0f;
+        weight_of[count + position] = weights ? to_float(weights[row]) : 1.0f;
       }
       count += total;
       __syncthreads();  // the scan's storage is reused
@@ -319,17 +344,17 @@ __global__ void __launch_bounds__(dispatch_threads)
 // The backward of the expert-choice combine, a warp per row r of token t = token_ids[r]:
 // d_y[r] = w[r] d_out[t] (zeros for an empty place), d_weights[r] = <d_out[t], y[r]> (a butterfly
 // sum; 0 for an empty place).
-template <class T, class G, int V>
+template <class T, class G, int V, class W>
 __global__ void __launch_bounds__(dispatch_threads)
     expert_choice_combine_backward_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t rows, int hidden,
                                           std::int64_t tokens, const std::int32_t* __restrict__ token_ids,
-                                          const float* __restrict__ weights, T* __restrict__ d_y, float* __restrict__ d_weights) {
+                                          const W* __restrict__ weights, T* __restrict__ d_y, float* __restrict__ d_weights) {
   constexpr int warps = dispatch_threads / 32;
   const int lane = int(threadIdx.x % 32), chunks = hidden / V;
   for (std::int64_t r = std::int64_t(blockIdx.x) * warps + threadIdx.x / 32; r < rows; r += std::int64_t(gridDim.x) * warps) {
     const std::int32_t id = token_ids[r];
     const std::int32_t t = id >= 0 && id < tokens ? id : -1;  // out of range: an empty place, as -1
-    const float w = weights ? weights[r] : 1.0f;
+    const float w = weights ? to_float(weights[r]) : 1.0f;
     const G* g_row = t >= 0 ? d_out + std::int64_t(t) * hidden : nullptr;  // nullptr: an empty place, zeros
     float dot = 0.0f;
     for (int c = lane; c < chunks; c += 32) {
@@ -358,20 +383,22 @@ __global__ void __launch_bounds__(dispatch_threads)
 
 // d weights: dw[s] = sum_h d_out[t, h] * y[row(s), h] (0 when the slot has no row); a warp per
 // slot, lanes over 16-byte chunks, a butterfly sum.
-template <class T, class G, int V>
+template <class T, class G, int V, class Index>
 __global__ void __launch_bounds__(dispatch_threads)
-    combine_weight_grad_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t rows, int hidden, int k,
-                               std::int64_t tokens, const std::int32_t* __restrict__ slot_to_row, float* __restrict__ d_weights) {
+    combine_weight_grad_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t all_rows, int hidden, int k,
+                               std::int64_t tokens, const Index* __restrict__ slot_to_row, const Index* __restrict__ total_rows,
+                               float* __restrict__ d_weights) {
   constexpr int warps = dispatch_threads / 32;
   const int lane = int(threadIdx.x % 32), chunks = hidden / V;
+  const std::int64_t rows = used_rows(total_rows, all_rows);
   for (std::int64_t s = std::int64_t(blockIdx.x) * warps + threadIdx.x / 32; s < tokens * k; s += std::int64_t(gridDim.x) * warps) {
-    const std::int32_t r = slot_to_row[s];
+    const std::int64_t r = slot_to_row[s];
     const bool placed = r >= 0 && r < rows;
     const std::int64_t t = s / k;
     float acc = 0.0f;
     for (int c = lane; placed && c < chunks; c += 32) {
       float yv[V], gv[V];
-      load_floats(y + std::int64_t(r) * hidden + c * V, yv);
+      load_floats(y + r * hidden + c * V, yv);
       load_floats(d_out + t * hidden + c * V, gv);
       FRUGAL_UNROLL
       for (int j = 0; j < V; ++j) acc = fmaf(gv[j], yv[j], acc);

@@ -22,8 +22,10 @@
 #include <frugal/core/block.cuh>
 #include <frugal/core/block_select.cuh>
 #include <frugal/core/grid_sync.cuh>
+#include <frugal/core/numeric.cuh>
 #include <frugal/core/ordered_key.cuh>
 #include <frugal/core/philox.cuh>
+#include <frugal/core/shared_memory.cuh>
 #include <frugal/core/warp.cuh>
 #include <frugal/moe/dispatch_config.cuh>
 
@@ -34,7 +36,7 @@ namespace frugal::moe::detail {
 
 inline constexpr int plan_threads = 256;  // threads per block = slots per sub-tile
 inline constexpr int plan_warps = plan_threads / 32;
-inline constexpr int plan_max_experts = 1024;
+inline constexpr int plan_max_experts = 4096;  // as many as route_config allows
 // Two extra histogram bins count malformed ids: outside [-1, E), and repeated within a token.
 inline constexpr int plan_bins_extra = 2;
 
@@ -88,22 +90,32 @@ inline void carve_plan_workspace(void* workspace, plan_problem& p) {
   p.kept = w;
 }
 
-// Shared memory of the phases. `offsets` survives the grid barriers: the dropless offsets in
-// phases 3 and 4, the row offsets in phases 5 and 6.
-struct plan_shared {
-  int warp_counts[plan_warps][plan_max_experts];        // phase 1: per-warp counts of the sub-tile
-  int histogram[plan_max_experts + plan_bins_extra];    // phase 1: the tile histogram so far
-  int offsets[plan_max_experts + 1];
+// Shared memory of the phases: the collectives' storage (static) and three arrays sized by the
+// expert count (dynamic: 2E + 3 ints and 8E bytes, 16 KiB at 1024 experts, 64 KiB at 4096).
+// `offsets` survives the grid barriers: the dropless offsets in phases 3 and 4, the row offsets
+// in phases 5 and 6.
+struct plan_collectives {
   typename block_scan<int, plan_threads>::TempStorage scan;
   typename block_radix_select<plan_threads>::TempStorage select;
 };
+
+struct plan_shared {
+  int* histogram;                 // [E + 2]  phase 1: the tile histogram so far
+  int* offsets;                   // [E + 1]
+  std::uint8_t* warp_counts;      // [plan_warps][E]  phase 1: per-warp counts of the sub-tile (<= 32)
+  plan_collectives* collectives;
+};
+
+inline std::size_t plan_shared_bytes(int experts) {
+  return std::size_t(2 * experts + plan_bins_extra + 1) * sizeof(int) + std::size_t(plan_warps) * std::size_t(experts);
+}
 
 // ---- phase 1 ----------------------------------------------------------------------------------
 template <class IdT>
 FRUGAL_DEVICE void plan_ranks(const IdT* ids, const plan_problem& p, plan_shared& sm) {
   const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32, E = p.experts;
   const int bins = E + plan_bins_extra;
-  for (int i = tid; i < plan_warps * E; i += plan_threads) sm.warp_counts[i / E][i % E] = 0;
+  for (int i = tid; i < plan_warps * E; i += plan_threads) sm.warp_counts[i] = 0;
   for (std::int64_t tile = blockIdx.x; tile < p.tiles; tile += gridDim.x) {
     for (int b = tid; b < bins; b += plan_threads) sm.histogram[b] = 0;
     __syncthreads();
@@ -122,15 +134,15 @@ FRUGAL_DEVICE void plan_ranks(const IdT* ids, const plan_problem& p, plan_shared
       const unsigned same = __match_any_sync(full_warp_mask, e);
       const unsigned below = same & ((1u << lane) - 1u);
       const bool leader = below == 0;
-      if (valid && leader) sm.warp_counts[warp][e] = __popc(same);
+      if (valid && leader) sm.warp_counts[warp * E + e] = std::uint8_t(__popc(same));
       __syncthreads();
       int in_tile = valid ? sm.histogram[e] + __popc(below) : -1;
-      for (int w = 0; valid && w < warp; ++w) in_tile += sm.warp_counts[w][e];
+      for (int w = 0; valid && w < warp; ++w) in_tile += sm.warp_counts[w * E + e];
       if (s < p.slots) p.rank[s] = in_tile;
       __syncthreads();  // every read of histogram and warp_counts is done
       if (valid && leader) {
-        atomicAdd(&sm.histogram[e], sm.warp_counts[warp][e]);
-        sm.warp_counts[warp][e] = 0;
+        atomicAdd(&sm.histogram[e], int(sm.warp_counts[warp * E + e]));
+        sm.warp_counts[warp * E + e] = 0;
       }
       __syncthreads();
     }
@@ -174,7 +186,7 @@ FRUGAL_DEVICE int scan_experts(int experts, ValueOf value_of, plan_shared& sm) {
     sum += mine[i];
   }
   int total = 0;
-  int before = block_scan<int, plan_threads>(sm.scan).exclusive_sum(sum, total);
+  int before = block_scan<int, plan_threads>(sm.collectives->scan).exclusive_sum(sum, total);
   FRUGAL_UNROLL
   for (int i = 0; i < per; ++i) {
     const int e = tid * per + i;
@@ -214,13 +226,14 @@ FRUGAL_DEVICE void plan_sort(const IdT* ids, const plan_problem& p, plan_shared&
 
 // ---- phase 4 (by_priority): one expert per call, the whole block ---------------------------------
 // Priority keys: larger = kept first; distinct; never 0.
-FRUGAL_DEVICE topk_key plan_priority(const plan_problem& p, const float* weights, std::int64_t s) {
+template <class W>
+FRUGAL_DEVICE topk_key plan_priority(const plan_problem& p, const W* weights, std::int64_t s) {
   const std::uint32_t flat = std::uint32_t(s);
   switch (p.params.policy) {
     case drop_policy::slot_major: {
       return (topk_key(1) << 32) | topk_key(0xffffffffu - std::uint32_t(plan_expanded_index(p, s)));
     }
-    case drop_policy::weight_priority: return make_topk_key(weights[s], flat);
+    case drop_policy::weight_priority: return make_topk_key(to_float(weights[s]), flat);
     case drop_policy::random: {
       const philox_words r = philox4x32_10(philox_words{{flat, std::uint32_t(std::uint64_t(s) >> 32), 0x5eedu, 0}},
                                            std::uint32_t(p.params.seed), std::uint32_t(p.params.seed >> 32));
@@ -230,15 +243,16 @@ FRUGAL_DEVICE topk_key plan_priority(const plan_problem& p, const float* weights
   }
 }
 
-FRUGAL_DEVICE void plan_capacity_of(int e, const float* weights, const plan_problem& p, plan_shared& sm) {
+template <class W>
+FRUGAL_DEVICE void plan_capacity_of(int e, const W* weights, const plan_problem& p, plan_shared& sm) {
   const int tid = int(threadIdx.x);
   const int count = p.totals[e], kept = p.kept[e];
   if (kept == count) return;  // ranks stay as they are
   const std::int32_t* segment = p.sorted + sm.offsets[e];
   auto key_of = [&](std::int64_t j) { return plan_priority(p, weights, segment[j]); };
-  const topk_key threshold = block_radix_select<plan_threads>(sm.select).threshold(key_of, count, kept);
+  const topk_key threshold = block_radix_select<plan_threads>(sm.collectives->select).threshold(key_of, count, kept);
   // Kept entries get their rank among the kept, still in token order.
-  block_scan<int, plan_threads> scan(sm.scan);
+  block_scan<int, plan_threads> scan(sm.collectives->scan);
   int written = 0;
   for (int base = 0; base < count; base += plan_threads) {
     const int j = base + tid;
@@ -326,11 +340,18 @@ FRUGAL_DEVICE void plan_maps(const IdT* ids, const plan_problem& p, const plan_o
 }
 
 // ---- the kernel ---------------------------------------------------------------------------------
-// Launched cooperatively with one block per tile (p.tiles blocks, at least one).
-template <class IdT>
+// Launched cooperatively with one block per tile (p.tiles blocks, at least one) and
+// plan_shared_bytes(E) of dynamic shared memory.
+template <class IdT, class W>
 __global__ void __launch_bounds__(plan_threads, 1)
-    plan_kernel(const IdT* __restrict__ ids, const float* __restrict__ weights, plan_problem p, plan_outputs out) {
-  __shared__ plan_shared sm;
+    plan_kernel(const IdT* __restrict__ ids, const W* __restrict__ weights, plan_problem p, plan_outputs out) {
+  __shared__ plan_collectives collectives;
+  int* const dynamic = dynamic_shared<int>();
+  plan_shared sm;
+  sm.histogram = dynamic;
+  sm.offsets = dynamic + p.experts + plan_bins_extra;
+  sm.warp_counts = reinterpret_cast<std::uint8_t*>(sm.offsets + p.experts + 1);
+  sm.collectives = &collectives;
   const int first_warp = int(blockIdx.x) * plan_warps + int(threadIdx.x) / 32, warp_stride = int(gridDim.x) * plan_warps;
   const std::int64_t first = std::int64_t(blockIdx.x) * plan_threads + threadIdx.x;
   const std::int64_t stride = std::int64_t(gridDim.x) * plan_threads;

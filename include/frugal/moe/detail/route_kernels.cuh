@@ -86,11 +86,11 @@ FRUGAL_DEVICE void with_score_table(Body&& body) {
 // slot r), then finishes all of them at once on logical warps of L lanes.
 template <class Config, int VectorWidth, class T, class IdT, class WeightT, int WarpsPerBlock, int Batch, bool Tabulated>
 __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, Tabulated>()))
-    route_warp_batch_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
+    route_warp_batch_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t ld, std::int64_t tokens,
                             route_params params, route_outputs<IdT, WeightT> out) {
   static_assert(Config::lanes == 32 && Batch >= 2 && 32 % Batch == 0 && 32 / Batch >= Config::k,
                 "frugal::moe::route: a batch finishes each token on at least k lanes");
-  constexpr int L = 32 / Batch, E = Config::experts;
+  constexpr int L = 32 / Batch;
   const int lane = int(threadIdx.x % 32), parked = lane / L, r = lane % L;
   const std::int64_t first = (std::int64_t(blockIdx.x) * WarpsPerBlock + threadIdx.x / 32) * Batch;
   const std::int64_t stride = std::int64_t(gridDim.x) * WarpsPerBlock * Batch;
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
         const std::int64_t t = base + j;
         const bool active = !(params.row_mask && params.row_mask[t] == 0);
         const route_choice choice = warp_route_select<Config, VectorWidth>(
-            logits + (active ? t : 0) * E, noise_logits ? noise_logits + (active ? t : 0) * E : nullptr, t, active, params, table);
+            logits + (active ? t : 0) * ld, noise_logits ? noise_logits + (active ? t : 0) * ld : nullptr, t, active, params, table);
         const int expert = warp_broadcast<32>(choice.expert, r);  // slot r sits in lane r
         const float x = warp_broadcast<32>(choice.x, r);
         if (parked == j) {
@@ -125,9 +125,9 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
 
 template <class Config, int VectorWidth, class T, class IdT, class WeightT, int WarpsPerBlock, bool Tabulated>
 __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, Tabulated>()))
-    route_warp_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
+    route_warp_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t ld, std::int64_t tokens,
                       route_params params, route_outputs<IdT, WeightT> out) {
-  constexpr int W = Config::lanes, tokens_per_warp = 32 / W, E = Config::experts;
+  constexpr int W = Config::lanes, tokens_per_warp = 32 / W;
   const int lane = int(threadIdx.x % 32), r = lane % W;
   const std::int64_t first = (std::int64_t(blockIdx.x) * WarpsPerBlock + threadIdx.x / 32) * tokens_per_warp;
   const std::int64_t stride = std::int64_t(gridDim.x) * WarpsPerBlock * tokens_per_warp;
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
       const bool active = exists && !padding;
       const std::int64_t row = active ? t : 0;
       bool degenerate = false;
-      const route_slot slot = warp_route<Config, VectorWidth>(logits + row * E, noise_logits ? noise_logits + row * E : nullptr, t,
+      const route_slot slot = warp_route<Config, VectorWidth>(logits + row * ld, noise_logits ? noise_logits + row * ld : nullptr, t,
                                                  active, params, degenerate, table);
       if (exists && r < Config::k) write_slot<Config::experts>(out, params, tokens, t, Config::k, r, padding, degenerate, slot);
     }
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(WarpsPerBlock * 32, (route_min_blocks<Config, 
 // The block path: one token per block at a time (block_route), grid-stride over tokens.
 template <class Config, class T, class IdT, class WeightT>
 __global__ void __launch_bounds__(route_block_threads, 1)
-    route_block_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t tokens,
+    route_block_kernel(const T* __restrict__ logits, const T* __restrict__ noise_logits, std::int64_t ld, std::int64_t tokens,
                        route_params params, route_outputs<IdT, WeightT> out) {
   using router_t = block_route<Config, route_block_threads>;
   __shared__ typename router_t::TempStorage storage;
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(route_block_threads, 1)
       continue;
     }
     bool degenerate = false;
-    const route_slot slot = router.route(logits + t * Config::experts, noise_logits ? noise_logits + t * Config::experts : nullptr,
+    const route_slot slot = router.route(logits + t * ld, noise_logits ? noise_logits + t * ld : nullptr,
                                          t, params, degenerate);
     if (tid < Config::k) write_slot<Config::experts>(out, params, tokens, t, Config::k, tid, false, degenerate, slot);
   }

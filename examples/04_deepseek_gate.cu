@@ -42,11 +42,11 @@ int main() {
   using examples::check;
   const frugal::moe::route_outputs<> out{d_ids.data(), d_weights.data()};
   check(frugal::moe::route<gate>(d_logits.data(), out, tokens, params), "route");
-  check(frugal::moe::expert_counts<gate>(d_ids.data(), tokens, d_counts.data()), "expert_counts");
+  check(frugal::moe::expert_counts<gate>(d_ids.data(), d_counts.data(), tokens), "expert_counts");
   const auto before = d_counts.download();
-  check(frugal::moe::update_selection_bias(d_counts.data(), E, 1e-3f, d_bias.data()), "update_selection_bias");
+  check(frugal::moe::update_selection_bias(d_counts.data(), d_bias.data(), E, 1e-3f), "update_selection_bias");
   check(frugal::moe::route<gate>(d_logits.data(), out, tokens, params), "route after the update");
-  check(frugal::moe::expert_counts<gate>(d_ids.data(), tokens, d_counts.data()), "expert_counts");
+  check(frugal::moe::expert_counts<gate>(d_ids.data(), d_counts.data(), tokens), "expert_counts");
   const auto after = d_counts.download();
 
   // Training: d weights as an upstream layer would give them, then the z-loss on top.
@@ -55,12 +55,12 @@ int main() {
   examples::device_array<float> d_dweights(dweights);
   check(frugal::moe::route_backward<gate>(d_logits.data(), d_ids.data(), d_dweights.data(), d_grad.data(), tokens, params),
         "route_backward");
-  check(frugal::moe::router_z_loss_backward<gate>(d_logits.data(), tokens, 1e-3f, d_grad.data(), {}, /*accumulate=*/true),
+  check(frugal::moe::router_z_loss_backward<gate>(d_logits.data(), d_grad.data(), tokens, 1e-3f, {}, /*accumulate=*/true),
         "router_z_loss_backward");
   std::size_t bytes = 0;
-  check(frugal::moe::router_z_loss<gate>(nullptr, bytes, d_logits.data(), tokens, 1e-3f, d_loss.data()), "z-loss size");
+  check(frugal::moe::router_z_loss<gate>(nullptr, bytes, d_logits.data(), d_loss.data(), tokens, 1e-3f), "z-loss size");
   examples::device_array<unsigned char> workspace(bytes);
-  check(frugal::moe::router_z_loss<gate>(workspace.data(), bytes, d_logits.data(), tokens, 1e-3f, d_loss.data()), "router_z_loss");
+  check(frugal::moe::router_z_loss<gate>(workspace.data(), bytes, d_logits.data(), d_loss.data(), tokens, 1e-3f), "router_z_loss");
   examples::check(cudaDeviceSynchronize(), "gate");
 
   // Host reference with the updated bias.

@@ -60,12 +60,14 @@ int main() {
   check(frugal::gemm(frugal::row_major<const bf16>(d_x.data(), hidden), frugal::col_major<const bf16>(d_router.data(), hidden),
                      frugal::row_major(d_logits.data(), 1), tokens, 1, hidden),
         "router GEMM");
-  // 2. The block takes the top-`capacity` tokens by sigmoid(logit), in token order.
+  // 2. The block takes the top-`capacity` tokens by sigmoid(logit), in token order. One shape
+  //    serves the expert-choice way there and back.
+  const frugal::moe::expert_choice_shape shape{tokens, 1, capacity, hidden};
   std::size_t bytes = 0;
-  check(frugal::moe::route_expert_choice<depth_router>(nullptr, bytes, d_logits.data(), tokens, capacity, {}), "expert choice size");
+  check(frugal::moe::route_expert_choice<depth_router>(nullptr, bytes, d_logits.data(), {}, shape), "expert choice size");
   examples::device_array<unsigned char> workspace(bytes);
-  check(frugal::moe::route_expert_choice<depth_router>(workspace.data(), bytes, d_logits.data(), tokens, capacity,
-                                                       frugal::moe::expert_choice_outputs{d_token_ids.data(), d_weights.data()}),
+  check(frugal::moe::route_expert_choice<depth_router>(workspace.data(), bytes, d_logits.data(),
+                                                       frugal::moe::expert_choice_outputs{d_token_ids.data(), d_weights.data()}, shape),
         "expert choice");
   // 3. Gather the chosen rows (k = 1: a slot is a token).
   check(frugal::moe::permute(d_x.data(), frugal::moe::dispatch_maps{d_token_ids.data(), nullptr}, d_gathered.data(),
@@ -81,8 +83,7 @@ int main() {
                      frugal::row_major(d_block.data(), hidden), capacity, hidden, ffn),
         "block GEMM 2");
   // 5. out[t] = x[t] + w_t * block(x[t]) for the chosen tokens, x[t] for the others.
-  check(frugal::moe::combine_expert_choice(d_block.data(), d_token_ids.data(), d_weights.data(), d_x.data(), d_out.data(),
-                                           frugal::moe::expert_choice_shape{tokens, 1, capacity, hidden}),
+  check(frugal::moe::combine_expert_choice(d_block.data(), d_token_ids.data(), d_weights.data(), d_x.data(), d_out.data(), shape),
         "combine");
   examples::check(cudaDeviceSynchronize(), "mixture-of-depths layer");
   const auto out = d_out.download();

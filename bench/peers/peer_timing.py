@@ -24,3 +24,16 @@ def median_us(fn, inputs, iters=50, warmup=5):
         times.append(start.elapsed_time(stop) * 1e3)
     times.sort()
     return times[len(times) // 2]
+
+
+def peer_main(collect):
+    """The peers' command line: --out PATH; collect() returns the list of result dicts, written
+    as JSON with the GPU's name and PyTorch's version."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    results = collect()
+    with open(args.out, "w") as f:
+        json.dump({"gpu": torch.cuda.get_device_properties(0).name, "torch": torch.__version__, "results": results}, f, indent=1)

@@ -1,19 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """PyTorch peers for frugal::topk: torch.topk in eager mode and under torch.compile, timed with
 CUDA events on the same shapes as bench_topk.cu, inputs rotated past L2. Writes JSON."""
-import argparse
-import json
-
 import torch
 
-from peer_timing import median_us, rotation_count
+from peer_timing import median_us, peer_main, rotation_count
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    props = torch.cuda.get_device_properties(0)
+def collect():
     results = []
     compiled = torch.compile(lambda x, k: torch.topk(x, k, dim=-1, sorted=True))
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
@@ -30,9 +23,8 @@ def main():
                         results.append({"op": "topk", "impl": f"torch.{mode}", "dtype": name, "rows": rows,
                                         "cols": cols, "k": k, "median_us": us, "GBps": moved / (us * 1e-6) / 1e9})
                         print(f"torch.topk {mode:7s} {name} rows={rows} cols={cols} k={k}: {us:.1f} us")
-    with open(args.out, "w") as f:
-        json.dump({"gpu": props.name, "torch": torch.__version__, "results": results}, f, indent=1)
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    peer_main(collect)

@@ -38,12 +38,12 @@ void check_expert_choice(logits_pattern pattern, std::int64_t tokens, int capaci
   if (with_mask) p.row_mask = d_mask.data();
   ids.fill_bytes(0x7f);
   std::size_t bytes = 0;
-  FRUGAL_REQUIRE_OK(moe::route_expert_choice<Config>(nullptr, bytes, d_logits.data(), tokens, capacity, {}, p));
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<Config>(nullptr, bytes, d_logits.data(), {}, {tokens, E, capacity}, p));
   test::device_buffer<unsigned char> workspace(bytes);
-  FRUGAL_REQUIRE_OK(moe::route_expert_choice<Config>(workspace.data(), bytes, d_logits.data(), tokens, capacity,
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<Config>(workspace.data(), bytes, d_logits.data(),
                                                      moe::expert_choice_outputs{ids.data(), weights.data(), offsets.data(),
                                                                                 per_token.data()},
-                                                     p));
+                                                     {tokens, E, capacity}, p));
   test::synchronize();
   const auto got = ids.download();
   const auto got_per_token = per_token.download();
@@ -137,20 +137,21 @@ TEST_CASE("expert choice: arguments are checked") {
   test::device_buffer<float> x(16 * 10), w(16 * 4);
   test::device_buffer<std::int32_t> ids(16 * 4);
   std::size_t bytes = 0;
-  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(nullptr, bytes, x.data(), 10, 4, {}));
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(nullptr, bytes, x.data(), {}, {10, 16, 4}));
   CHECK(bytes == 10 * 16 * sizeof(float));
   test::device_buffer<unsigned char> ws(bytes);
   const moe::expert_choice_outputs out{ids.data(), w.data()};
-  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 0, out).message(), "capacity") != nullptr);
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), out, {10, 16, 0}).message(), "capacity") != nullptr);
   moe::route_params p;
   float bias[16] = {};
   p.selection_bias = bias;
-  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 4, out, p).message(), "bias") != nullptr);
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), out, {10, 16, 4}, p).message(), "bias") != nullptr);
   std::size_t small = bytes - 1;
-  CHECK(moe::route_expert_choice<config>(ws.data(), small, x.data(), 10, 4, out).code() == errc::invalid_argument);
+  CHECK(moe::route_expert_choice<config>(ws.data(), small, x.data(), out, {10, 0, 4}).code() == errc::invalid_argument);
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), out, {10, 15, 4}).message(), "shape.experts") != nullptr);
   p = {};
   p.noise_std = NAN;  // the one route_params check: refused here as by route
-  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), 10, 4, out, p).message(), "noise_std") != nullptr);
+  CHECK(std::strstr(moe::route_expert_choice<config>(ws.data(), bytes, x.data(), out, {10, 16, 4}, p).message(), "noise_std") != nullptr);
 }
 
 TEST_CASE("expert choice: an empty batch (T = 0) writes every expert's list empty") {
@@ -159,11 +160,11 @@ TEST_CASE("expert choice: an empty batch (T = 0) writes every expert's list empt
   test::device_buffer<std::int32_t> ids(std::vector<std::int32_t>(16 * 2, 7));
   test::device_buffer<std::int64_t> offsets(17);
   std::size_t bytes = 0;
-  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(nullptr, bytes, (const float*)nullptr, 0, 2, {}));
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(nullptr, bytes, (const float*)nullptr, {}, {0, 16, 2}));
   test::device_buffer<unsigned char> ws(bytes);
   moe::expert_choice_outputs out{ids.data(), w.data()};
   out.expert_offsets = offsets.data();
-  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(ws.data(), bytes, (const float*)nullptr, 0, 2, out));
+  FRUGAL_REQUIRE_OK(moe::route_expert_choice<config>(ws.data(), bytes, (const float*)nullptr, out, {0, 16, 2}));
   test::synchronize();
   CHECK(ids.download() == std::vector<std::int32_t>(16 * 2, -1));
   CHECK(w.download() == std::vector<float>(16 * 2, 0.0f));

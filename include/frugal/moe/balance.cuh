@@ -42,7 +42,7 @@ status check_loss_arguments(const void* logits, std::int64_t tokens, float coeff
 //! counts[e] = number of slots of ids [T, k] routed to expert e (ids outside [0, E) are not
 //! counted: padding and non-local slots). Zeroes `counts` first (stream-ordered memset).
 template <class Config, class IdT>
-status expert_counts(const IdT* ids, std::int64_t tokens, std::int32_t* counts, cudaStream_t stream = nullptr) {
+status expert_counts(const IdT* ids, std::int32_t* counts, std::int64_t tokens, cudaStream_t stream = nullptr) {
   static_assert(std::is_same_v<IdT, std::int32_t> || std::is_same_v<IdT, std::int64_t>,
                 "frugal::moe::expert_counts: ids must be int32 or int64");
   if (tokens < 0) return status::invalid("frugal::moe::expert_counts: tokens must be >= 0");
@@ -75,9 +75,8 @@ struct balance_outputs {
 //! s_te / sum_e s_te (elementwise scorings). Padding rows (params.row_mask) are left out.
 //! Two-phase: with workspace == nullptr only workspace_bytes is written.
 template <class Config, class T, class IdT>
-status load_balancing_loss(void* workspace, std::size_t& workspace_bytes, const T* logits, const IdT* ids,
-                           std::int64_t tokens, float coefficient, balance_outputs out,
-                           const route_params& params = {}, cudaStream_t stream = nullptr) {
+status load_balancing_loss(void* workspace, std::size_t& workspace_bytes, const T* logits, const IdT* ids, balance_outputs out,
+                           std::int64_t tokens, float coefficient, const route_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::load_balancing_loss: logits must be float, __half or __nv_bfloat16");
   if (tokens > std::int64_t(INT32_MAX) / Config::k)
     return status::invalid("frugal::moe::load_balancing_loss: tokens * k must fit in int32");
@@ -94,7 +93,7 @@ status load_balancing_loss(void* workspace, std::size_t& workspace_bytes, const 
   if (workspace_bytes < std::size_t(blocks) * Config::experts * sizeof(float))
     return status::invalid("frugal::moe::load_balancing_loss: workspace_bytes is smaller than the size query returned");
   auto* partials = static_cast<float*>(workspace);
-  FRUGAL_TRY(expert_counts<Config>(ids, tokens, out.counts, stream));
+  FRUGAL_TRY(expert_counts<Config>(ids, out.counts, tokens, stream));
   if (tokens == 0) {  // an empty batch: counts 0 (just written), P 0, loss 0
     if (out.mean_probability)
       FRUGAL_TRY(status::from_cuda(cudaMemsetAsync(out.mean_probability, 0, sizeof(float) * Config::experts, stream)));
@@ -111,9 +110,8 @@ status load_balancing_loss(void* workspace, std::size_t& workspace_bytes, const 
 //! d logits of load_balancing_loss (counts from it or from expert_counts), written to d_logits
 //! [T, E] or added when `accumulate`. f is a constant (counts are not differentiable).
 template <class Config, class T, class D>
-status load_balancing_loss_backward(const T* logits, const std::int32_t* counts, std::int64_t tokens, float coefficient,
-                                    D* d_logits, const route_params& params = {}, bool accumulate = false,
-                                    cudaStream_t stream = nullptr) {
+status load_balancing_loss_backward(const T* logits, const std::int32_t* counts, D* d_logits, std::int64_t tokens, float coefficient,
+                                    const route_params& params = {}, bool accumulate = false, cudaStream_t stream = nullptr) {
   using S = typename Config::scoring;
   static_assert(Config::kind != scoring_kind::elementwise || scoring_has_derivative<S>,
                 "frugal::moe::load_balancing_loss_backward: the scoring functor needs derivative(x, s)");
@@ -134,8 +132,8 @@ status load_balancing_loss_backward(const T* logits, const std::int32_t* counts,
 //! soft-capped logits (routing noise is not applied); padding and degenerate rows add 0.
 //! Two-phase: with workspace == nullptr only workspace_bytes is written.
 template <class Config, class T>
-status router_z_loss(void* workspace, std::size_t& workspace_bytes, const T* logits, std::int64_t tokens, float coefficient,
-                     float* loss, const route_params& params = {}, cudaStream_t stream = nullptr) {
+status router_z_loss(void* workspace, std::size_t& workspace_bytes, const T* logits, float* loss, std::int64_t tokens, float coefficient,
+                     const route_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::router_z_loss: logits must be float, __half or __nv_bfloat16");
   if (tokens > std::int64_t(INT32_MAX) / Config::k) return status::invalid("frugal::moe::router_z_loss: tokens * k must fit in int32");
   const int blocks = tokens > 0 ? detail::balance_blocks(tokens) : 0;
@@ -154,15 +152,15 @@ status router_z_loss(void* workspace, std::size_t& workspace_bytes, const T* log
   FRUGAL_TRY(launch(detail::router_statistics_kernel<Config, T, false>,
                     launch_config{dim3(unsigned(blocks)), dim3(detail::balance_threads), 0, stream}, logits, tokens, params,
                     static_cast<float*>(nullptr), partials));
-  return launch(detail::z_loss_finish_kernel, launch_config{dim3(1), dim3(256), 0, stream}, static_cast<const float*>(partials),
+  return launch(detail::z_loss_finish_kernel<>, launch_config{dim3(1), dim3(256), 0, stream}, static_cast<const float*>(partials),
                 blocks, tokens, coefficient, loss);
 }
 
 //! d logits of router_z_loss: coefficient * 2 * lse_t / T * softmax(x_t), times the soft-cap
 //! derivative; written to d_logits [T, E] or added when `accumulate`.
 template <class Config, class T, class D>
-status router_z_loss_backward(const T* logits, std::int64_t tokens, float coefficient, D* d_logits,
-                              const route_params& params = {}, bool accumulate = false, cudaStream_t stream = nullptr) {
+status router_z_loss_backward(const T* logits, D* d_logits, std::int64_t tokens, float coefficient, const route_params& params = {},
+                              bool accumulate = false, cudaStream_t stream = nullptr) {
   FRUGAL_TRY(detail::check_loss_arguments<Config>(logits, tokens, coefficient, params,
                                                   "frugal::moe::router_z_loss_backward: logits is null",
                                                   "frugal::moe::router_z_loss_backward: tokens must be >= 0"));
@@ -176,13 +174,13 @@ status router_z_loss_backward(const T* logits, std::int64_t tokens, float coeffi
 }
 
 //! Aux-loss-free balancing (DeepSeek-V3): bias[e] += rate * sign(mean_load - counts[e]),
-//! mean_load = sum(counts) / E. One launch.
-inline status update_selection_bias(const std::int32_t* counts, int num_experts, float rate, float* bias,
+//! mean_load = sum(counts) / E; bias [E] is read and written. One launch.
+inline status update_selection_bias(const std::int32_t* counts, float* bias, int num_experts, float rate,
                                     cudaStream_t stream = nullptr) {
   if (num_experts < 1) return status::invalid("frugal::moe::update_selection_bias: num_experts must be >= 1");
   if (!counts || !bias) return status::invalid("frugal::moe::update_selection_bias: counts and bias must not be null");
   if (!std::isfinite(rate)) return status::invalid("frugal::moe::update_selection_bias: rate must be finite");
-  return launch(detail::update_bias_kernel, launch_config{dim3(1), dim3(256), 0, stream}, counts, num_experts, rate, bias);
+  return launch(detail::update_bias_kernel<>, launch_config{dim3(1), dim3(256), 0, stream}, counts, num_experts, rate, bias);
 }
 
 }  // namespace frugal::moe

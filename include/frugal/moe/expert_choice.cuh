@@ -17,6 +17,7 @@
 #include <frugal/core/numeric.cuh>
 #include <frugal/core/ordered_key.cuh>
 #include <frugal/moe/detail/balance_kernels.cuh>
+#include <frugal/moe/dispatch_config.cuh>
 #include <frugal/moe/route_config.cuh>
 #include <frugal/moe/route_math.cuh>
 
@@ -61,6 +62,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
 
 // One block per expert: radix-select the capacity-th largest key (score, lower token first)
 // over the expert's column, then write the chosen tokens in token order.
+template <int = 0>  // a template, so that every unit including this header may define it
 __global__ void __launch_bounds__(expert_choice_threads)
     expert_choice_select_kernel(const float* __restrict__ scores, std::int64_t tokens, const std::uint8_t* __restrict__ row_mask,
                                 int capacity, expert_choice_outputs out) {
@@ -117,13 +119,18 @@ __global__ void __launch_bounds__(expert_choice_threads)
 //! padding rows never), written to out in increasing token order per expert. Scores: the row
 //! softmax over experts (softmax_scoring) or the elementwise score of the soft-capped logits.
 //! params: softcap and row_mask apply (routing noise does not); a selection bias has no meaning here (one constant per expert) and is refused.
+//! shape: tokens T, capacity C, experts E (Config's; 0 means Config's) and hidden (unused here):
+//! the one shape of the expert-choice pipeline, which combine_expert_choice takes too.
 //! Two-phase: with workspace == nullptr only workspace_bytes (E * T floats) is written.
 //! Two launches (three with experts_per_token, which is zeroed first); deterministic.
 template <class Config, class T>
-status route_expert_choice(void* workspace, std::size_t& workspace_bytes, const T* logits, std::int64_t tokens,
-                           int capacity, expert_choice_outputs out, const route_params& params = {},
-                           cudaStream_t stream = nullptr) {
+status route_expert_choice(void* workspace, std::size_t& workspace_bytes, const T* logits, expert_choice_outputs out,
+                           const expert_choice_shape& shape, const route_params& params = {}, cudaStream_t stream = nullptr) {
   static_assert(is_io_float_v<T>, "frugal::moe::route_expert_choice: logits must be float, __half or __nv_bfloat16");
+  const std::int64_t tokens = shape.tokens;
+  const int capacity = shape.capacity;
+  if (shape.experts != 0 && shape.experts != Config::experts)
+    return status::invalid("frugal::moe::route_expert_choice: shape.experts must be Config's expert count (or 0)");
   if (workspace == nullptr) {
     workspace_bytes = std::size_t(tokens > 0 ? tokens : 1) * Config::experts * sizeof(float);
     return status{};
@@ -150,7 +157,7 @@ status route_expert_choice(void* workspace, std::size_t& workspace_bytes, const 
     FRUGAL_TRY(launch(detail::expert_choice_scores_kernel<Config, T>,
                       launch_config{dim3(unsigned(blocks)), dim3(detail::balance_threads), 0, stream}, logits, tokens, params,
                       scores));
-  return launch(detail::expert_choice_select_kernel,
+  return launch(detail::expert_choice_select_kernel<>,
                 launch_config{dim3(unsigned(Config::experts)), dim3(detail::expert_choice_threads), 0, stream},
                 static_cast<const float*>(scores), tokens, params.row_mask, capacity, out);
 }

@@ -152,6 +152,7 @@ __global__ void __launch_bounds__(256)
 }
 
 // z-loss: coefficient / T * sum_t lse_t^2 (one block).
+template <int = 0>  // a template, so that every unit including this header may define it
 __global__ void __launch_bounds__(256) z_loss_finish_kernel(const float* __restrict__ partials, int blocks, std::int64_t tokens,
                                                             float coefficient, float* __restrict__ loss) {
   __shared__ typename block_reduce<float, 256>::TempStorage storage;
@@ -223,6 +224,7 @@ __global__ void __launch_bounds__(balance_threads, 1)
 }
 
 // b_e += rate * sign(mean - c_e), mean = sum(c) / E (one block).
+template <int = 0>
 __global__ void __launch_bounds__(256) update_bias_kernel(const std::int32_t* __restrict__ counts, int experts, float rate,
                                                           float* __restrict__ bias) {
   __shared__ typename block_reduce<long long, 256>::TempStorage storage;

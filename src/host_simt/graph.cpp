@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -22,30 +23,37 @@ void invalidate_active(bool strict_only) {
   for (cudaStream_t s : active)
     if (!strict_only || s->mode != cudaStreamCaptureModeRelaxed) s->invalidated = true;
 }
+
+// cudaStreamLegacy (0x1) and cudaStreamPerThread (0x2) are handles, not objects: like the null
+// stream, they are never captured here.
+bool is_legacy(cudaStream_t s) { return reinterpret_cast<std::uintptr_t>(s) <= 2; }
+
+void stop_capture(cudaStream_t s) {  // (the lock held)
+  active.erase(std::remove(active.begin(), active.end(), s), active.end());
+  delete std::exchange(s->capture, nullptr);
+}
 }  // namespace
 
-bool is_captured(cudaStream_t stream, cudaError_t& refusal) {
-  refusal = cudaSuccess;
+bool record_if_capturing(cudaStream_t stream, const std::function<std::function<cudaError_t()>()>& make, cudaError_t& result) {
+  result = cudaSuccess;
   std::lock_guard<std::mutex> lock(capture_mutex);
-  if (stream && stream->capture) return true;
-  if (!stream && !active.empty()) {
-    invalidate_active(false);
-    refusal = note_error(cudaErrorStreamCaptureImplicit);
+  if (is_legacy(stream)) {
+    if (!active.empty()) {
+      invalidate_active(false);
+      result = note_error(cudaErrorStreamCaptureImplicit);
+    }
+    return false;
   }
-  return false;
-}
-
-cudaError_t capture(cudaStream_t stream, std::function<cudaError_t()> work) {
-  std::lock_guard<std::mutex> lock(capture_mutex);
-  if (stream->invalidated) return note_error(cudaErrorStreamCaptureInvalidated);
-  stream->capture->work.push_back(std::move(work));
-  return cudaSuccess;
+  if (!stream->capture) return false;
+  if (stream->invalidated) result = note_error(cudaErrorStreamCaptureInvalidated);
+  else stream->capture->work.push_back(make());
+  return true;
 }
 
 cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> work) {
-  cudaError_t refusal = cudaSuccess;
-  if (is_captured(stream, refusal)) return capture(stream, std::move(work));
-  return refusal ? refusal : work();
+  cudaError_t result = cudaSuccess;
+  if (record_if_capturing(stream, [&] { return work; }, result) || result) return result;
+  return work();
 }
 
 cudaError_t refuse_during_capture() {
@@ -65,7 +73,7 @@ extern "C" {
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
   using namespace frugal::host_simt::detail;
-  if (!stream) return note_error(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
+  if (is_legacy(stream)) return note_error(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
   std::lock_guard<std::mutex> lock(capture_mutex);
   if (stream->capture) return note_error(cudaErrorIllegalState);
   stream->capture = new CUgraph_st{};
@@ -77,17 +85,16 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMo
 
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   using namespace frugal::host_simt::detail;
-  if (!stream || !graph) return note_error(cudaErrorInvalidValue);
+  if (is_legacy(stream) || !graph) return note_error(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(capture_mutex);
   if (!stream->capture) return note_error(cudaErrorIllegalState);
-  active.erase(std::find(active.begin(), active.end(), stream));
-  CUgraph_st* captured = std::exchange(stream->capture, nullptr);
   if (stream->invalidated) {
-    delete captured;
+    stop_capture(stream);
     *graph = nullptr;
     return note_error(cudaErrorStreamCaptureInvalidated);
   }
-  *graph = captured;
+  active.erase(std::remove(active.begin(), active.end(), stream), active.end());
+  *graph = std::exchange(stream->capture, nullptr);
   return cudaSuccess;
 }
 
@@ -95,7 +102,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureSta
   using namespace frugal::host_simt::detail;
   if (!status) return note_error(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(capture_mutex);
-  *status = !stream || !stream->capture ? cudaStreamCaptureStatusNone
+  *status = is_legacy(stream) || !stream->capture ? cudaStreamCaptureStatusNone
             : stream->invalidated       ? cudaStreamCaptureStatusInvalidated
                                         : cudaStreamCaptureStatusActive;
   return cudaSuccess;
@@ -110,12 +117,36 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   using namespace frugal::host_simt::detail;
   if (!exec) return note_error(cudaErrorInvalidValue);
-  auto run = [exec] {
-    for (const auto& work : exec->work)
-      if (const cudaError_t e = work()) return note_error(e);
+  // A copy of the work: a graph launch captured into another graph outlives this exec.
+  auto run = [work = exec->work] {
+    for (const auto& w : work)
+      if (const cudaError_t e = w()) return note_error(e);
     return cudaSuccess;
   };
   return submit(stream, run);
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  using namespace frugal::host_simt::detail;
+  {
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    if (!is_legacy(stream) && stream->capture) {
+      stream->invalidated = true;
+      return note_error(cudaErrorStreamCaptureUnsupported);
+    }
+  }
+  return refuse_during_capture();
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  using namespace frugal::host_simt::detail;
+  if (is_legacy(stream)) return note_error(cudaErrorInvalidResourceHandle);
+  {
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    if (stream->capture) stop_capture(stream);  // a capture never ended: dropped with its stream
+  }
+  delete stream;
+  return cudaSuccess;
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {

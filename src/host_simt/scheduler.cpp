@@ -25,7 +25,7 @@ namespace frugal::host_simt {
 
 namespace detail {
 
-thread_local const coords* current = nullptr;
+__thread const coords* current = nullptr;  // see host_simt.hpp
 
 namespace {
 
@@ -137,6 +137,7 @@ struct launch_state {
   grid_sync_state* grid_sync = nullptr;  // cooperative launches only
   sim_thread* running = nullptr;
   fiber_context scheduler;
+  bool cancelling = false;  // a failed launch's fibers are being unwound
   bool shuffled = false;
   std::mt19937_64 rng;
   bool failed = false;
@@ -155,14 +156,20 @@ std::string hex(unsigned v) {
   return buf;
 }
 
+// Thrown into the fibers of a failed launch when the scheduler resumes them one last time, so
+// that each unwinds its stack to fiber_entry (destroying what its frames own: no leak, and no
+// stale sanitizer state) instead of being abandoned mid-frame.
+struct fiber_cancelled {};
+
 void yield_to_scheduler() {
   launch_state& L = *running_launch;
   sim_thread* self = L.running;
   switch_fiber(self->context, L.scheduler);
+  if (L.cancelling) throw fiber_cancelled{};
 }
 
-// Records the first error of the launch and abandons the block: the scheduler never resumes a
-// fiber of a failed launch.
+// Records the first error of the launch and abandons the block: the scheduler resumes a fiber
+// of a failed launch only to unwind it.
 [[noreturn]] void fail(const std::string& what) {
   launch_state& L = *running_launch;
   if (!L.failed) {
@@ -214,11 +221,22 @@ void release_barrier_if_complete() {
 extern "C" void fiber_entry() {
   begin_fiber();
   launch_state& L = *running_launch;
-  L.body.invoke(L.body.context);
+  if (!L.cancelling) {
+    try {
+      L.body.invoke(L.body.context);
+    } catch (const fiber_cancelled&) {
+    } catch (...) {  // kernel code does not throw; the emulator's own failures (bad_alloc) end the launch
+      if (!L.failed) {
+        L.failed = true;
+        L.error = "block " + describe(L.running->where.block_idx) + " thread " + describe(L.running->where.thread_idx) +
+                  ": an exception escaped the kernel";
+      }
+    }
+  }
   sim_thread* self = L.running;
   self->done = true;
   --L.live;
-  release_barrier_if_complete();  // exited threads no longer hold a barrier back
+  if (!L.cancelling) release_barrier_if_complete();  // exited threads no longer hold a barrier back
   exit_fiber(self->context, L.scheduler);
   std::abort();  // a finished fiber is never resumed
 }
@@ -284,6 +302,17 @@ void run_block(launch_state& L, uint3 block_idx) {
       current = nullptr;
       if (L.failed) break;
     }
+  }
+  if (L.failed) {  // unwind every fiber that has not finished
+    L.cancelling = true;
+    for (auto& t : L.threads) {
+      if (t.done) continue;
+      L.running = &t;
+      current = &t.where;
+      switch_fiber(L.scheduler, t.context);
+      current = nullptr;
+    }
+    L.cancelling = false;
   }
   L.running = nullptr;
 }
@@ -626,14 +655,17 @@ std::vector<uint3> blocks_of(dim3 grid) {
 // the graph to run later. Launch checks happen before, at submission, as on a GPU.
 template <class Run>
 cudaError_t run_or_capture(cudaStream_t stream, kernel_body body, Run run) {
-  cudaError_t refusal = cudaSuccess;
-  if (!is_captured(stream, refusal)) return refusal ? refusal : run(body);
-  std::shared_ptr<void> owned(body.clone(body.context), body.destroy);
-  return capture(stream, [owned, body, run] {
-    kernel_body copy = body;
-    copy.context = owned.get();
-    return run(copy);
-  });
+  cudaError_t result = cudaSuccess;
+  auto recorded = [&]() -> std::function<cudaError_t()> {
+    std::shared_ptr<void> owned(body.clone(body.context), body.destroy);
+    return [owned, body, run] {
+      kernel_body copy = body;
+      copy.context = owned.get();
+      return run(copy);
+    };
+  };
+  if (record_if_capturing(stream, recorded, result) || result) return result;
+  return run(body);
 }
 
 cudaError_t run_launch(dim3 grid, dim3 block, std::size_t shared_bytes, kernel_body body) {

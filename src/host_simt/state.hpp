@@ -31,13 +31,12 @@ cudaError_t note_error(cudaError_t e);
 // Dynamic shared memory a launch of `kernel` may use (48 KiB unless raised by cudaFuncSetAttribute).
 std::size_t dynamic_shared_limit(const void* kernel);
 
-// Stream capture (graph.cpp). Work submitted to `stream` either runs now (returns false) or goes
-// into the graph being captured on it (returns true: record it with capture()). `refusal` is set
-// when the submission is illegal: work on the legacy stream while a capture is active (CUDA's
-// implicit synchronisation with the capturing stream); that capture is invalidated.
-bool is_captured(cudaStream_t stream, cudaError_t& refusal);
-cudaError_t capture(cudaStream_t stream, std::function<cudaError_t()> work);
-// Runs `work` now, or records it when `stream` is capturing (is_captured, then capture).
+// Stream capture (graph.cpp). Work for `stream` is recorded into the graph being captured on it
+// (make() builds the recorded work; returns true), or must run now (returns false). `result`:
+// cudaErrorStreamCaptureImplicit for work on the legacy stream while a capture is active (that
+// capture is invalidated), cudaErrorStreamCaptureInvalidated for work on an invalidated capture.
+bool record_if_capturing(cudaStream_t stream, const std::function<std::function<cudaError_t()>()>& make, cudaError_t& result);
+// Runs `work` now, or records it when `stream` is capturing.
 cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> work);
 // A call that synchronises or allocates (cudaMemcpy, cudaMalloc, cudaStreamSynchronize...):
 // illegal while a capture in global or thread-local mode is active; that capture is invalidated.

@@ -25,6 +25,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#if defined(__CUDACC__) && !defined(FRUGAL_HOST_SIMT) && CUDART_VERSION < 12010
+#error "frugal: frugal/contrast/momentum.cuh passes up to 256 tensor descriptors (12 KB) as kernel parameters, which needs CUDA 12.1 or later"
+#endif
+
 namespace frugal::contrast {
 
 //! Element types a momentum tensor may hold.
@@ -211,11 +215,11 @@ __global__ void __launch_bounds__(enqueue_threads)
   for (int c = int(threadIdx.x); c < q.dim; c += enqueue_threads) q.rows[row * q.dim + c] = keys[key * q.dim + c];
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
-    if (atomicAdd(&q.state->arrivals, 1u) == gridDim.x - 1) {
+    __threadfence();  // this block's head read and row writes before its arrival
+    // atomicInc wraps the count to 0 at the last arrival: the next launch starts from 0.
+    if (atomicInc(&q.state->arrivals, gridDim.x - 1) == gridDim.x - 1) {
+      __threadfence();  // every other block's arrival (so its head read) before the new head
       q.state->head = (head + n) % q.capacity;
-      q.state->arrivals = 0;
-      __threadfence();
     }
   }
 }

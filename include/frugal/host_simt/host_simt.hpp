@@ -66,7 +66,12 @@ struct coords {
   dim3 block_dim;
   dim3 grid_dim;
 };
-extern thread_local const coords* current;
+// The running emulated thread's coordinates (threadIdx and friends read it). `__thread`, not
+// `thread_local`: an extern thread_local is reached through a TLS wrapper that tests a weak
+// initialisation function for null, and GCC 12 with -fsanitize=null at -O2 reports that test as
+// a load through a null pointer at every threadIdx. __thread cannot have dynamic initialisation,
+// so it has no wrapper (host compilers in host SIMT mode are GCC and Clang, which both have it).
+extern __thread const coords* current;
 
 // A kernel call with its arguments: invoke(context) runs it for the current emulated thread;
 // clone/destroy make and free an owning copy, for a launch recorded into a CUDA graph.

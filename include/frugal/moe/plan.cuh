@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 namespace frugal::moe {
@@ -30,24 +31,34 @@ namespace detail {
 // The most plan blocks resident at once on the current device for `experts` experts (the shared
 // memory grows with them). It depends only on the device and the shared memory, and the occupancy
 // query costs microseconds of host time a 5-microsecond plan cannot spare: cached per device and
-// per 256 experts, asked for the largest expert count of that step. The kernel may use the shared
-// memory of 4096 experts, set once per device. No call here synchronises or allocates, so a plan
-// can be captured in a CUDA graph (after one uncaptured call, the cache is warm as well).
+// per 256 experts, asked for the largest expert count of that step. The kernel's dynamic shared
+// memory limit is raised to that step's size when needed and never lowered (under a lock, so
+// that concurrent plans of different sizes cannot undo each other), within what the device
+// allows. No call here synchronises or allocates, so a plan can be captured in a CUDA graph.
 template <class Kernel>
 status plan_grid_limit(Kernel kernel, int experts, int& blocks) {
   constexpr int steps = plan_max_experts / 256, devices = 64;
   static std::atomic<int> cached[devices][steps] = {};  // 0 = not asked yet
-  static std::atomic<bool> allowed[devices] = {};
+  static std::size_t allowed[devices] = {};             // the kernel's raised limit, per device
+  static std::mutex raising;
   int device = 0;
   FRUGAL_TRY(status::from_cuda(cudaGetDevice(&device)));
   const int step = (experts - 1) / 256;
   const bool cacheable = device >= 0 && device < devices;
   if (cacheable && (blocks = cached[device][step].load(std::memory_order_relaxed)) > 0) return status{};
-  if (!cacheable || !allowed[device].load(std::memory_order_relaxed)) {
-    FRUGAL_TRY(allow_dynamic_shared(kernel, plan_shared_bytes(plan_max_experts)));
-    if (cacheable) allowed[device].store(true, std::memory_order_relaxed);
+  const std::size_t bytes = plan_shared_bytes((step + 1) * 256);
+  {
+    std::lock_guard<std::mutex> lock(raising);
+    if (!cacheable || allowed[device] < bytes) {
+      int optin = 0;
+      FRUGAL_TRY(status::from_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)));
+      if (bytes + sizeof(plan_collectives) > std::size_t(optin))
+        return status::unsupported("frugal::moe::plan: this many experts need more shared memory per block than the device has");
+      FRUGAL_TRY(allow_dynamic_shared(kernel, bytes));
+      if (cacheable) allowed[device] = bytes;
+    }
   }
-  FRUGAL_TRY(cooperative_grid_blocks(kernel, plan_threads, plan_shared_bytes((step + 1) * 256), blocks));
+  FRUGAL_TRY(cooperative_grid_blocks(kernel, plan_threads, bytes, blocks));
   if (cacheable) cached[device][step].store(blocks, std::memory_order_relaxed);
   return status{};
 }

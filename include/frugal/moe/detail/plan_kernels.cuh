@@ -91,7 +91,7 @@ inline void carve_plan_workspace(void* workspace, plan_problem& p) {
 }
 
 // Shared memory of the phases: the collectives' storage (static) and three arrays sized by the
-// expert count (dynamic: 2E + 3 ints and 8E bytes, 16 KiB at 1024 experts, 64 KiB at 4096).
+// expert count (dynamic: 2E + 3 ints and 8E bytes, 16 KiB at 1024 experts, 64 KiB + 12 bytes at 4096).
 // `offsets` survives the grid barriers: the dropless offsets in phases 3 and 4, the row offsets
 // in phases 5 and 6.
 struct plan_collectives {

@@ -324,6 +324,85 @@ TEST_CASE("permute / combine / backward: int64 maps (an engine's own index tenso
   CHECK(same_bits(sc32.download(), sc64.download()));
 }
 
+TEST_CASE("permute / combine / backward: rows as slices of wider buffers (row strides) give the bits of contiguous rows") {
+  FRUGAL_SEEDED_RNG(rng, 70);
+  moe::plan_params params;
+  params.block_size = 8;
+  const std::int64_t tokens = 150;
+  const int k = 4, hidden = 40, ld_t = 56, ld_r = 64;  // bf16: whole 16-byte vectors
+  const auto l = make_layout(tokens, k, 12, params, rng);
+  const auto x = random_rows<__nv_bfloat16>(tokens, hidden, rng), y = random_rows<__nv_bfloat16>(l.rows, hidden, rng);
+  const auto residual = random_rows<__nv_bfloat16>(tokens, hidden, rng), grad = random_rows<__nv_bfloat16>(tokens, hidden, rng);
+  // The same data, rows spread out with a stride; the gaps hold a sentinel.
+  auto spread = [](const std::vector<__nv_bfloat16>& v, std::int64_t rows, int ld) {
+    std::vector<__nv_bfloat16> out(std::size_t(rows * ld), from_float<__nv_bfloat16>(-7.0f));
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (int h = 0; h < hidden; ++h) out[std::size_t(r * ld + h)] = v[std::size_t(r * hidden + h)];
+    return out;
+  };
+  auto gather = [](const std::vector<__nv_bfloat16>& v, std::int64_t rows, int ld) {
+    std::vector<__nv_bfloat16> out(std::size_t(rows * hidden));
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (int h = 0; h < hidden; ++h) out[std::size_t(r * hidden + h)] = v[std::size_t(r * ld + h)];
+    return out;
+  };
+  auto gaps_untouched = [](const std::vector<__nv_bfloat16>& v, std::int64_t rows, int ld) {
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (int h = hidden; h < ld; ++h)
+        if (to_float(v[std::size_t(r * ld + h)]) != -7.0f) return false;
+    return true;
+  };
+  test::device_buffer<std::int32_t> r2s(l.plan.row_to_slot), s2r(l.plan.slot_to_row);
+  test::device_buffer<float> w(l.weights);
+  const moe::dispatch_maps maps{r2s.data(), s2r.data()};
+  const moe::dispatch_shape dense{tokens, k, hidden, l.rows}, strided{tokens, k, hidden, l.rows, ld_t, ld_r};
+  // contiguous
+  test::device_buffer<__nv_bfloat16> d_x(x), d_y(y), d_res(residual), d_g(grad), perm(std::size_t(l.rows) * hidden),
+      out(std::size_t(tokens) * hidden), dy(std::size_t(l.rows) * hidden), dx(std::size_t(tokens) * hidden);
+  test::device_buffer<float> dw(std::size_t(tokens * k)), dw_s(std::size_t(tokens * k));
+  FRUGAL_REQUIRE_OK(moe::permute(d_x.data(), maps, perm.data(), dense));
+  FRUGAL_REQUIRE_OK(moe::combine(d_y.data(), maps, w.data(), d_res.data(), out.data(), dense));
+  FRUGAL_REQUIRE_OK(moe::combine_backward(d_g.data(), d_y.data(), maps, w.data(), dy.data(), dw.data(), dense));
+  FRUGAL_REQUIRE_OK(moe::permute_backward(d_y.data(), maps, dx.data(), dense));
+  // strided
+  test::device_buffer<__nv_bfloat16> s_x(spread(x, tokens, ld_t)), s_y(spread(y, l.rows, ld_r)), s_res(spread(residual, tokens, ld_t)),
+      s_g(spread(grad, tokens, ld_t)), s_perm(spread(std::vector<__nv_bfloat16>(std::size_t(l.rows) * hidden), l.rows, ld_r)),
+      s_out(spread(std::vector<__nv_bfloat16>(std::size_t(tokens) * hidden), tokens, ld_t)),
+      s_dy(spread(std::vector<__nv_bfloat16>(std::size_t(l.rows) * hidden), l.rows, ld_r)),
+      s_dx(spread(std::vector<__nv_bfloat16>(std::size_t(tokens) * hidden), tokens, ld_t));
+  FRUGAL_REQUIRE_OK(moe::permute(s_x.data(), maps, s_perm.data(), strided));
+  FRUGAL_REQUIRE_OK(moe::combine(s_y.data(), maps, w.data(), s_res.data(), s_out.data(), strided));
+  FRUGAL_REQUIRE_OK(moe::combine_backward(s_g.data(), s_y.data(), maps, w.data(), s_dy.data(), dw_s.data(), strided));
+  FRUGAL_REQUIRE_OK(moe::permute_backward(s_y.data(), maps, s_dx.data(), strided));
+  test::synchronize();
+  CHECK(same_bits(gather(s_perm.download(), l.rows, ld_r), perm.download()));
+  CHECK(gaps_untouched(s_perm.download(), l.rows, ld_r));
+  CHECK(same_bits(gather(s_out.download(), tokens, ld_t), out.download()));
+  CHECK(gaps_untouched(s_out.download(), tokens, ld_t));
+  CHECK(same_bits(gather(s_dy.download(), l.rows, ld_r), dy.download()));
+  CHECK(gaps_untouched(s_dy.download(), l.rows, ld_r));
+  CHECK(same_bits(dw_s.download(), dw.download()));
+  CHECK(same_bits(gather(s_dx.download(), tokens, ld_t), dx.download()));
+  // fp8: the quantized rows with a stride (in fp8 elements)
+  test::device_buffer<__nv_fp8_e4m3> q(std::size_t(l.rows) * hidden), q_s(std::size_t(l.rows) * ld_r);
+  test::device_buffer<float> sc(std::size_t(l.rows)), sc_s(std::size_t(l.rows));
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(d_x.data(), maps, q.data(), sc.data(), dense));
+  FRUGAL_REQUIRE_OK(moe::permute_fp8(s_x.data(), maps, q_s.data(), sc_s.data(), strided));
+  test::synchronize();
+  const auto qa = q.download(), qb = q_s.download();
+  bool same = true;
+  for (std::int64_t r = 0; r < l.rows; ++r) same = same && std::memcmp(&qa[std::size_t(r * hidden)], &qb[std::size_t(r * ld_r)], hidden) == 0;
+  CHECK(same);
+  CHECK(same_bits(sc.download(), sc_s.download()));
+  // strides that break the rules
+  moe::dispatch_shape bad = strided;
+  bad.ld_tokens = hidden - 8;
+  CHECK(moe::permute(s_x.data(), maps, s_perm.data(), bad).code() == errc::invalid_argument);
+  bad = strided;
+  bad.ld_rows = ld_r + 1;
+  CHECK(std::strstr(moe::combine(s_y.data(), maps, w.data(), nullptr, s_out.data(), bad).message(), "ld_") != nullptr);
+}
+
 TEST_CASE("permute_fp8: per-token and per-128 scales, bit for bit") {
   check_fp8<__nv_bfloat16>(100, 256, 2, false, 20);
   check_fp8<__nv_bfloat16>(100, 512, 4, true, 21);

@@ -24,27 +24,30 @@ namespace frugal::moe {
 namespace detail {
 // combine_kernel over `tokens` tokens whose rows `slots` lists: a block per token, grid-stride.
 template <class T, class OutT, class Slots>
-status launch_combine(const T* y, int hidden, std::int64_t tokens, const Slots& slots, const OutT* residual, OutT* out,
-                      cudaStream_t stream) {
+status launch_combine(const T* y, std::int64_t ld_y, int hidden, std::int64_t tokens, const Slots& slots, const OutT* residual, OutT* out,
+                      std::int64_t ld_out, cudaStream_t stream) {
   dim3 grid;
   FRUGAL_TRY(row_grid(tokens, grid));
-  return launch(combine_kernel<T, OutT, dispatch_vector<T>, Slots>, launch_config{grid, dim3(dispatch_threads), 0, stream}, y,
-                hidden, tokens, slots, residual, out);
+  return launch(combine_kernel<T, OutT, dispatch_vector<T>, Slots>, launch_config{grid, dim3(dispatch_threads), 0, stream}, y, ld_y,
+                hidden, tokens, slots, residual, out, ld_out);
 }
 
 template <class W>
 inline constexpr bool is_weight_v = is_io_float_v<W>;
 
-// out [T, hidden] against everything combine reads; residual == out exactly is the in-place add.
+// out [T, hidden] (stride ld_out, residual's too) against everything combine reads (y: stride
+// ld_y); residual == out exactly is the in-place add.
 template <class T, class W, class OutT, class Index>
-bool combine_overlaps(const T* y, std::int64_t y_rows, const Index* map, std::int64_t map_count, const W* weights,
-                      std::int64_t weight_count, const OutT* residual, const OutT* out, std::int64_t tokens, int hidden) {
+bool combine_overlaps(const T* y, std::int64_t y_rows, std::int64_t ld_y, const Index* map, std::int64_t map_count, const W* weights,
+                      std::int64_t weight_count, const OutT* residual, const OutT* out, std::int64_t tokens, int hidden,
+                      std::int64_t ld_out) {
   using frugal::detail::byte_range;
-  const byte_range out_range(out, tokens * hidden);
+  const byte_range out_range(out, tokens, hidden, ld_out);
   return frugal::detail::any_overlap(frugal::detail::ranges(out_range),
-                                     frugal::detail::ranges(byte_range(y, y_rows * hidden), byte_range(map, map_count),
+                                     frugal::detail::ranges(byte_range(y, y_rows, hidden, ld_y), byte_range(map, map_count),
                                                             byte_range(weights, weights ? weight_count : 0))) ||
-         (static_cast<const void*>(residual) != static_cast<const void*>(out) && out_range.overlaps(byte_range(residual, tokens * hidden)));
+         (static_cast<const void*>(residual) != static_cast<const void*>(out) &&
+          out_range.overlaps(byte_range(residual, tokens, hidden, ld_out)));
 }
 }  // namespace detail
 
@@ -65,14 +68,17 @@ status combine(const T* y, const dispatch_maps_of<Index>& maps, const W* weights
                                  shape));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::combine: y, residual and out must be 16-byte aligned", shape.hidden, {y, residual, out}));
+  FRUGAL_TRY(detail::check_strides<T>("frugal::moe::combine: ld_tokens and ld_rows must be 0 or at least hidden, in whole 16-byte vectors", shape));
+  FRUGAL_TRY(detail::check_strides<OutT>("frugal::moe::combine: ld_tokens must be in whole 16-byte vectors of the output type", shape));
   if (shape.tokens == 0) return status{};
   if (!maps.slot_to_row || !out || (!y && shape.rows > 0)) return status::invalid("frugal::moe::combine: null pointer");
   const std::int64_t slots = shape.tokens * shape.k;
-  if (detail::combine_overlaps(y, shape.rows, maps.slot_to_row, slots, weights, slots, residual, out, shape.tokens, shape.hidden))
+  if (detail::combine_overlaps(y, shape.rows, row_stride(shape), maps.slot_to_row, slots, weights, slots, residual, out, shape.tokens,
+                               shape.hidden, token_stride(shape)))
     return status::invalid("frugal::moe::combine: out must not overlap y, the map or the weights (residual may be out itself, exactly)");
-  return detail::launch_combine(y, shape.hidden, shape.tokens,
+  return detail::launch_combine(y, row_stride(shape), shape.hidden, shape.tokens,
                                 detail::token_choice_slots<W, Index>{maps.slot_to_row, weights, maps.total_rows, shape.rows, shape.k}, residual, out,
-                                stream);
+                                token_stride(shape), stream);
 }
 
 //! combine() without weights: an unweighted sum.
@@ -104,12 +110,14 @@ status combine_backward(const T* d_out, const identity_t<T>* y, const dispatch_m
       "frugal::moe::combine_backward: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX", shape));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine_backward: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::combine_backward: d_out, y and d_y must be 16-byte aligned", shape.hidden, {d_out, y, d_y}));
+  FRUGAL_TRY(detail::check_strides<T>("frugal::moe::combine_backward: ld_tokens and ld_rows must be 0 or at least hidden, in whole 16-byte vectors", shape));
   const std::int64_t tokens = shape.tokens, rows = shape.rows, slots = tokens * shape.k;
   const int hidden = shape.hidden;
+  const std::int64_t ld_tokens = token_stride(shape), ld_rows = row_stride(shape);
   {
     using frugal::detail::byte_range;
-    if (frugal::detail::any_overlap(frugal::detail::ranges(byte_range(d_y, rows * hidden), byte_range(d_weights, slots)),
-                                    frugal::detail::ranges(byte_range(d_out, tokens * hidden), byte_range(y, rows * hidden),
+    if (frugal::detail::any_overlap(frugal::detail::ranges(byte_range(d_y, rows, hidden, ld_rows), byte_range(d_weights, slots)),
+                                    frugal::detail::ranges(byte_range(d_out, tokens, hidden, ld_tokens), byte_range(y, rows, hidden, ld_rows),
                                                            byte_range(maps.slot_to_row, slots), byte_range(maps.row_to_slot, rows),
                                                            byte_range(weights, slots))))
       return status::invalid("frugal::moe::combine_backward: d_y and d_weights must not overlap the inputs or each other");
@@ -132,7 +140,8 @@ status combine_backward(const T* d_out, const identity_t<T>* y, const dispatch_m
     dim3 grid;
     FRUGAL_TRY(detail::row_grid((slots + 3) / 4, grid));
     FRUGAL_TRY(launch(detail::combine_weight_grad_kernel<T, T, detail::dispatch_vector<T>, Index>,
-                      launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, y, rows, hidden, shape.k, tokens, maps.slot_to_row,
+                      launch_config{grid, dim3(detail::dispatch_threads), 0, stream}, d_out, ld_tokens, y, ld_rows, rows, hidden, shape.k, tokens,
+                      maps.slot_to_row,
                       maps.total_rows, d_weights));
   }
   return status{};
@@ -168,10 +177,12 @@ status combine_expert_choice(const T* y, const std::int32_t* token_ids, const W*
                                    {y, residual, out}));
   if (tokens == 0) return status{};
   if (!token_ids || !out || !y) return status::invalid("frugal::moe::combine_expert_choice: null pointer");
-  if (detail::combine_overlaps(y, places, token_ids, places, weights, places, residual, out, tokens, shape.hidden))
+  if (detail::combine_overlaps(y, places, std::int64_t(shape.hidden), token_ids, places, weights, places, residual, out, tokens, shape.hidden,
+                               std::int64_t(shape.hidden)))
     return status::invalid("frugal::moe::combine_expert_choice: out must not overlap y, the ids or the weights (residual may be out itself, exactly)");
-  return detail::launch_combine(y, shape.hidden, tokens, detail::expert_choice_slots<W>{token_ids, weights, shape.experts, shape.capacity},
-                                residual, out, stream);
+  return detail::launch_combine(y, std::int64_t(shape.hidden), shape.hidden, tokens,
+                                detail::expert_choice_slots<W>{token_ids, weights, shape.experts, shape.capacity}, residual, out,
+                                std::int64_t(shape.hidden), stream);
 }
 
 //! combine_expert_choice() without weights.

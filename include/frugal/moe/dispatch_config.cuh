@@ -110,7 +110,17 @@ struct dispatch_shape {
   int k = 1;
   int hidden = 0;
   std::int64_t rows = 0;
+  //! Elements from one token row to the next in the token-side arrays (permute's x, combine's
+  //! out and residual, the backwards' d_out and d_x); 0: hidden. A slice of a wider buffer (the
+  //! hidden states inside a fused buffer) needs no copy. A multiple of 16 / sizeof(element).
+  std::int64_t ld_tokens = 0;
+  //! The same for the expert-major buffer (permute's out, combine's y, d_y); 0: hidden.
+  std::int64_t ld_rows = 0;
 };
+
+//! The row strides in use (0 in the shape means hidden).
+inline std::int64_t token_stride(const dispatch_shape& s) { return s.ld_tokens > 0 ? s.ld_tokens : s.hidden; }
+inline std::int64_t row_stride(const dispatch_shape& s) { return s.ld_rows > 0 ? s.ld_rows : s.hidden; }
 
 //! The maps permute and combine read, as a plan wrote them (plan_maps(out) takes them from
 //! plan_outputs), int32 or int64 (Index; an engine's own int64 index tensors need no conversion).

@@ -27,7 +27,9 @@ namespace frugal::moe {
 //! (a slot outside [0, T*k)) are written as zeros, or left alone with padding_rows::untouched;
 //! rows at or past maps.total_rows (when given) are not touched at all. T = float, __half or
 //! __nv_bfloat16; hidden a multiple of 16 / sizeof(T); x and out 16-byte aligned, not
-//! overlapping. For a GEMM that gathers its own rows, skip this and use plan_outputs::row_to_token.
+//! overlapping; rows of x and out may be slices of wider buffers (shape.ld_tokens, ld_rows; the
+//! elements between are not touched). For a GEMM that gathers its own rows, skip this and use
+//! plan_outputs::row_to_token.
 //! One launch; bandwidth-bound.
 //!
 //! maps.slot_to_row (the inverse map) is optional and makes it faster: each token row is then
@@ -40,6 +42,7 @@ status permute(const T* x, const dispatch_maps_of<Index>& maps, T* out, const di
   FRUGAL_TRY(detail::check_shape("frugal::moe::permute: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX", shape));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::permute: x and out must be 16-byte aligned", shape.hidden, {x, out}));
+  FRUGAL_TRY(detail::check_strides<T>("frugal::moe::permute: ld_tokens and ld_rows must be 0 or at least hidden, in whole 16-byte vectors", shape));
   if (shape.rows == 0) return status{};
   if (!maps.row_to_slot || !out || (!x && shape.tokens > 0)) return status::invalid("frugal::moe::permute: null pointer");
   if (detail::moved_rows_overlap(shape, x, out, maps))
@@ -79,6 +82,7 @@ status permute_fp8(const T* x, const dispatch_maps_of<Index>& maps, __nv_fp8_e4m
   FRUGAL_TRY(detail::check_shape("frugal::moe::permute_fp8: tokens and rows must be >= 0, k in [1, 32], tokens * k and rows at most INT32_MAX", shape));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::permute_fp8: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::permute_fp8: x and out must be 16-byte aligned", shape.hidden, {x, out}));
+  FRUGAL_TRY(detail::check_strides<T>("frugal::moe::permute_fp8: ld_tokens and ld_rows must be 0 or at least hidden, in whole 16-byte vectors of x", shape));
   const std::int64_t rows = shape.rows;
   const bool per_128 = scaling.layout != fp8_scaling::per_token;
   if (per_128 && shape.hidden % 128 != 0)
@@ -91,8 +95,8 @@ status permute_fp8(const T* x, const dispatch_maps_of<Index>& maps, __nv_fp8_e4m
   const std::int64_t scale_count = per_128 ? rows * (shape.hidden / 128) : rows;
   if (detail::moved_rows_overlap(shape, x, out, maps) ||
       frugal::detail::any_overlap(frugal::detail::ranges(frugal::detail::byte_range(scales, scale_count)),
-                                  frugal::detail::ranges(frugal::detail::byte_range(x, shape.tokens * shape.hidden),
-                                                         frugal::detail::byte_range(out, rows * shape.hidden),
+                                  frugal::detail::ranges(frugal::detail::byte_range(x, shape.tokens, shape.hidden, token_stride(shape)),
+                                                         frugal::detail::byte_range(out, rows, shape.hidden, row_stride(shape)),
                                                          frugal::detail::byte_range(maps.row_to_slot, rows))))
     return status::invalid("frugal::moe::permute_fp8: out and scales must not overlap x, the maps or each other");
   dim3 grid;

@@ -36,20 +36,28 @@ inline status check_counts(const char* message, std::int64_t tokens, std::int64_
 // The sizes of a permute or combine (check_counts' rule); message: the entry point's own.
 inline status check_shape(const char* message, const dispatch_shape& s) { return check_counts(message, s.tokens, s.rows, s.k); }
 
+// Row strides: 0 (hidden), or at least hidden and whole 16-byte vectors of T (rows stay aligned).
+template <class T>
+status check_strides(const char* message, const dispatch_shape& s) {
+  for (std::int64_t ld : {s.ld_tokens, s.ld_rows})
+    if (ld != 0 && (ld < s.hidden || ld % dispatch_vector<T> != 0 || ld > (std::int64_t(1) << 40))) return status::invalid(message);
+  return status{};
+}
+
 // The kernels' view of the problem.
 template <class Index>
 move_problem<Index> move_problem_of(const dispatch_shape& s, const dispatch_maps_of<Index>& maps, bool pad) {
-  return {s.tokens, s.hidden, s.k, maps.row_to_slot, maps.slot_to_row, maps.total_rows, s.rows, pad};
+  return {s.tokens, s.hidden, s.k, maps.row_to_slot, maps.slot_to_row, maps.total_rows, s.rows, pad, token_stride(s), row_stride(s)};
 }
 
-// Whether the expert-major buffer `out` [rows, hidden] overlaps the token rows x [T, hidden] or
-// the maps (a permute-like call that writes rows from tokens).
+// Whether the expert-major buffer `out` [rows, hidden] (stride ld_rows) overlaps the token rows
+// x [T, hidden] (stride ld_tokens) or the maps (a permute-like call that writes rows from tokens).
 template <class T, class U, class Index>
 bool moved_rows_overlap(const dispatch_shape& s, const T* x, const U* out, const dispatch_maps_of<Index>& maps) {
   using frugal::detail::byte_range;
   return frugal::detail::any_overlap(
-      frugal::detail::ranges(byte_range(out, s.rows * s.hidden)),
-      frugal::detail::ranges(byte_range(x, s.tokens * s.hidden), byte_range(maps.row_to_slot, s.rows),
+      frugal::detail::ranges(byte_range(out, s.rows, s.hidden, row_stride(s))),
+      frugal::detail::ranges(byte_range(x, s.tokens, s.hidden, token_stride(s)), byte_range(maps.row_to_slot, s.rows),
                              byte_range(maps.slot_to_row, s.tokens * s.k), byte_range(maps.total_rows, 1)));
 }
 

@@ -70,6 +70,7 @@ struct move_problem {
   const Index* total_rows;
   std::int64_t rows;
   bool pad;
+  std::int64_t ld_tokens, ld_rows;  // row strides of the token-side and the expert-major arrays
 };
 
 // Runs body(src, targets, count) once per source row: every token with its k rows when the
@@ -81,7 +82,7 @@ template <class T, class S, class Index, class Body>
 FRUGAL_DEVICE void for_each_source(const T* x, const move_problem<Index>& p, const S* slot_scale, row_targets& targets, Body body) {
   const unsigned tid = threadIdx.x;
   const std::int64_t tokens = p.tokens, rows = used_rows(p.total_rows, p.rows);
-  const int hidden = p.hidden, k = p.k;
+  const int k = p.k;
   if (p.slot_to_row) {
     for (std::int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
       if (tid < unsigned(k)) {
@@ -91,7 +92,7 @@ FRUGAL_DEVICE void for_each_source(const T* x, const move_problem<Index>& p, con
         targets.scale[tid] = slot_scale ? to_float(slot_scale[s]) : 1.0f;
       }
       __syncthreads();
-      body(x + t * hidden, targets, k);
+      body(x + t * p.ld_tokens, targets, k);
       __syncthreads();  // the targets are rewritten for the next token
     }
     for (std::int64_t row = blockIdx.x; p.pad && row < rows; row += gridDim.x) {
@@ -113,7 +114,7 @@ FRUGAL_DEVICE void for_each_source(const T* x, const move_problem<Index>& p, con
         targets.scale[0] = slot_scale && token >= 0 ? to_float(slot_scale[p.row_to_slot[row]]) : 1.0f;
       }
       __syncthreads();
-      body(token >= 0 ? x + token * hidden : nullptr, targets, 1);
+      body(token >= 0 ? x + token * p.ld_tokens : nullptr, targets, 1);
       __syncthreads();
     }
   }
@@ -148,7 +149,7 @@ __global__ void __launch_bounds__(dispatch_threads)
           if (slot_scale && src)
             FRUGAL_UNROLL
             for (int j = 0; j < V; ++j) w[j] = from_float<T>(scale * to_float(w[j]));
-          store_vector(out + std::int64_t(row) * hidden + c * V, w);
+          store_vector(out + std::int64_t(row) * p.ld_rows + c * V, w);
         }
       }
     }
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(dispatch_threads)
   __shared__ typename block_reduce<float, dispatch_threads>::TempStorage storage;
   __shared__ row_targets targets;
   const int hidden = p.hidden, chunks = hidden / V;
-  auto quantized_row = [&](std::int32_t row) { return reinterpret_cast<unsigned char*>(out + std::int64_t(row) * hidden); };
+  auto quantized_row = [&](std::int32_t row) { return reinterpret_cast<unsigned char*>(out + std::int64_t(row) * p.ld_rows); };
   for_each_source(x, p, static_cast<const float*>(nullptr), targets, [&](const T* src, const row_targets& to, int count) {
     if constexpr (Group == 0) {
       // One scale per row: amax over the source row, then quantize (read twice, from L2).
@@ -300,8 +301,8 @@ struct expert_choice_slots {
 // fused multiply-adds.
 template <class T, class OutT, int V, class Slots>
 __global__ void __launch_bounds__(dispatch_threads)
-    combine_kernel(const T* __restrict__ y, int hidden, std::int64_t tokens, Slots slots, const OutT* residual,
-                   OutT* out) {  // residual may be out (in-place add)
+    combine_kernel(const T* __restrict__ y, std::int64_t ld_y, int hidden, std::int64_t tokens, Slots slots, const OutT* residual,
+                   OutT* out, std::int64_t ld_out) {  // residual may be out (in-place add); ld_out is residual's stride too
   __shared__ std::int32_t row_of[Slots::max_slots];
   __shared__ float weight_of[Slots::max_slots];
   __shared__ typename Slots::TempStorage storage;
@@ -319,7 +320,7 @@ __global__ void __launch_bounds__(dispatch_threads)
         FRUGAL_UNROLL
         for (int u = 0; u < dispatch_unroll; ++u) {
           const std::int32_t r = slot0 + u < k ? row_of[slot0 + u] : -1;
-          if (r >= 0) v[u] = load_vector<V>(y + std::int64_t(r) * hidden + c * V);
+          if (r >= 0) v[u] = load_vector<V>(y + std::int64_t(r) * ld_y + c * V);
         }
         FRUGAL_UNROLL
         for (int u = 0; u < dispatch_unroll; ++u) {
@@ -331,11 +332,11 @@ __global__ void __launch_bounds__(dispatch_threads)
       }
       if (residual) {
         float res[V];
-        load_floats(residual + t * hidden + c * V, res);
+        load_floats(residual + t * ld_out + c * V, res);
         FRUGAL_UNROLL
         for (int j = 0; j < V; ++j) acc[j] += res[j];
       }
-      store_floats(out + t * hidden + c * V, acc);
+      store_floats(out + t * ld_out + c * V, acc);
     }
     __syncthreads();  // row_of / weight_of are rewritten for the next token
   }
@@ -385,7 +386,8 @@ __global__ void __launch_bounds__(dispatch_threads)
 // slot, lanes over 16-byte chunks, a butterfly sum.
 template <class T, class G, int V, class Index>
 __global__ void __launch_bounds__(dispatch_threads)
-    combine_weight_grad_kernel(const G* __restrict__ d_out, const T* __restrict__ y, std::int64_t all_rows, int hidden, int k,
+    combine_weight_grad_kernel(const G* __restrict__ d_out, std::int64_t ld_d_out, const T* __restrict__ y, std::int64_t ld_y,
+                               std::int64_t all_rows, int hidden, int k,
                                std::int64_t tokens, const Index* __restrict__ slot_to_row, const Index* __restrict__ total_rows,
                                float* __restrict__ d_weights) {
   constexpr int warps = dispatch_threads / 32;
@@ -398,8 +400,8 @@ __global__ void __launch_bounds__(dispatch_threads)
     float acc = 0.0f;
     for (int c = lane; placed && c < chunks; c += 32) {
       float yv[V], gv[V];
-      load_floats(y + r * hidden + c * V, yv);
-      load_floats(d_out + t * hidden + c * V, gv);
+      load_floats(y + r * ld_y + c * V, yv);
+      load_floats(d_out + t * ld_d_out + c * V, gv);
       FRUGAL_UNROLL
       for (int j = 0; j < V; ++j) acc = fmaf(gv[j], yv[j], acc);
     }

@@ -3,13 +3,17 @@
 // (ViT-B/16: 12 blocks of width 768; ViT-L/16: 24 blocks of width 1024): every weight matrix,
 // bias and norm as its own tensor, as an optimizer sees them. Floor: each element's key read and
 // written, query read, copy written. Peer: torch._foreach_lerp_ over the same list
-// (bench/peers/torch_momentum.py), same device-check run.
+// (bench/peers/torch_momentum.py), same device-check run. And the fused InfoNCE forward (one pass
+// over the N x M logits on the tensor cores, nothing N^2 stored) against cuBLASLt computing the
+// same logits as a plain GEMM (and storing them) in the same run.
+#include <frugal/contrast/infonce.cuh>
 #include <frugal/contrast/momentum.cuh>
 
 #include <memory>
 #include <vector>
 
 #include "support/bench_support.cuh"
+#include "support/cublas_peer.cuh"
 
 namespace {
 
@@ -68,8 +72,46 @@ void vit_shapes(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+void BM_infonce_forward(benchmark::State& state) {
+  if (!frugal::bench::require_device(state)) return;
+  using T = __nv_bfloat16;
+  const std::int64_t n = state.range(0);
+  const int dim = int(state.range(1));
+  frugal::bench::device_vector<T> x(std::size_t(n) * dim), y(std::size_t(n) * dim);
+  frugal::bench::fill_normal(x.ptr, x.count, 21, 0.03f);
+  frugal::bench::fill_normal(y.ptr, y.count, 22, 0.03f);
+  frugal::bench::device_vector<float> loss(1), lse(static_cast<std::size_t>(n));
+  const frugal::contrast::infonce_outputs out{loss.ptr, lse.ptr};
+  const frugal::contrast::contrast_shape shape{n, n, dim};
+  std::size_t bytes = 0;
+  (void)frugal::contrast::infonce_forward(nullptr, bytes, x.ptr, y.ptr, out, shape);
+  frugal::bench::device_vector<unsigned char> workspace(bytes);
+  auto fused = [&] { return frugal::contrast::infonce_forward(workspace.ptr, bytes, x.ptr, y.ptr, out, shape).ok(); };
+  frugal::bench::time_launches(state, nullptr, double(2 * n * dim) * 2, [&](int) { return fused(); });
+  const double flops = 2.0 * double(n) * double(n) * double(dim);
+  const int repeats = flops > 1e12 ? 5 : 20;
+  const double fused_ms = frugal::bench::mean_ms(fused, repeats);
+  frugal::bench::cublas_tn<T> logits(n, n, dim);  // Z = X Y^T stored: what an unfused loss starts with
+  frugal::bench::device_vector<T> z(logits.ok ? std::size_t(n) * std::size_t(n) : 1);
+  const double gemm_ms = logits.ok ? frugal::bench::mean_ms([&] { return logits.run(x.ptr, y.ptr, z.ptr); }, repeats) : 0.0;
+  using benchmark::Counter;
+  state.counters["TFLOP/s"] = Counter(flops / 1e12, Counter::kIsIterationInvariantRate);
+  state.counters["peak_fraction"] = Counter(flops / frugal::bench::tensor_peak_flops(false), Counter::kIsIterationInvariantRate);
+  state.counters["cublas_gemm_us"] = gemm_ms * 1e3;
+  state.counters["fraction_of_cublas_gemm"] = logits.ok && fused_ms > 0 ? gemm_ms / fused_ms : 0.0;
+  state.SetLabel("bf16 fused InfoNCE forward vs cuBLASLt computing the logits alone");
+}
+
+void infonce_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "dim"});
+  for (std::int64_t n : {4096, 16384, 65536})
+    for (std::int64_t d : {512, 1024}) b->Args({n, d});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 }  // namespace
 
 BENCHMARK(BM_momentum<momentum_kind::fp32>)->Name("contrast/momentum_fp32")->Apply(vit_shapes);
 BENCHMARK(BM_momentum<momentum_kind::fp32_master_bf16_copy>)->Name("contrast/momentum_fp32_master_bf16_copy")->Apply(vit_shapes);
 BENCHMARK(BM_momentum<momentum_kind::bf16>)->Name("contrast/momentum_bf16")->Apply(vit_shapes);
+BENCHMARK(BM_infonce_forward)->Name("contrast/infonce_forward_bf16")->Apply(infonce_shapes);

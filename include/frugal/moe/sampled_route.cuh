@@ -98,18 +98,18 @@ struct sampled_row {
 template <class Config, class T>
 __global__ void __launch_bounds__(sampled_warps * 32)
     sample_route_kernel(const T* __restrict__ logits, std::int64_t ld, std::int64_t tokens, sample_params p, sampled_route_outputs out) {
-  constexpr int K = Config::k, I = Config::items;
+  constexpr int K = Config::k, Items = Config::items;
   const int lane = int(lane_index());
   const std::int64_t stride = std::int64_t(gridDim.x) * sampled_warps;
   for (std::int64_t t = std::int64_t(blockIdx.x) * sampled_warps + threadIdx.x / 32; t < tokens; t += stride) {  // warp-uniform
     const bool padding = p.row_mask && p.row_mask[t] == 0;
     const sampled_row<Config, T> row(logits + (padding ? 0 : t) * ld, inverse_temperature(p));
     // Gumbel-top-k: the k largest x + g are a draw without replacement from softmax(x).
-    float key[I];
-    std::uint32_t index[I];
+    float key[Items];
+    std::uint32_t index[Items];
     unsigned valid = 0;
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * 32 + lane;
       index[i] = std::uint32_t(e);
       const bool drawable = row.x[i] > -INFINITY;
@@ -147,33 +147,33 @@ __global__ void __launch_bounds__(sampled_warps * 32)
     sample_route_backward_kernel(const T* __restrict__ logits, std::int64_t ld, const std::int32_t* __restrict__ ids,
                                  const float* __restrict__ scale, std::int64_t tokens, sample_params p, bool accumulate,
                                  D* __restrict__ d_logits) {
-  constexpr int K = Config::k, I = Config::items, E = Config::experts;
+  constexpr int K = Config::k, Items = Config::items, E = Config::experts;
   const int lane = int(lane_index());
   const std::int64_t stride = std::int64_t(gridDim.x) * sampled_warps;
   for (std::int64_t t = std::int64_t(blockIdx.x) * sampled_warps + threadIdx.x / 32; t < tokens; t += stride) {  // warp-uniform
     const bool padding = p.row_mask && p.row_mask[t] == 0;
     const sampled_row<Config, T> row(logits + (padding ? 0 : t) * ld, inverse_temperature(p));
     // d log P / d x_j = [j drawn] - sum_r softmax over the experts not drawn before r, at j.
-    float g[I];
+    float g[Items];
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) g[i] = 0.0f;
+    for (int i = 0; i < Items; ++i) g[i] = 0.0f;
     unsigned drawn = 0;
     for (int r = 0; r < K && !padding && !row.degenerate; ++r) {
       const int e = ids[t * K + r];  // the same in every lane: the loop stays uniform
       if (e < 0 || e >= E || !(row.of(e) > -INFINITY) || (warp_broadcast<32>(drawn, e % 32) >> (e / 32)) & 1u) break;
       const float inverse_z = 1.0f / row.remaining_sum(drawn);
       FRUGAL_UNROLL
-      for (int i = 0; i < I; ++i)
+      for (int i = 0; i < Items; ++i)
         if (!((drawn >> i) & 1u) && row.x[i] > -INFINITY) g[i] -= expf(row.x[i] - row.max) * inverse_z;
       if (lane == e % 32) {
         FRUGAL_UNROLL
-        for (int i = 0; i < I; ++i) g[i] += i == e / 32 ? 1.0f : 0.0f;
+        for (int i = 0; i < Items; ++i) g[i] += i == e / 32 ? 1.0f : 0.0f;
         drawn |= 1u << (e / 32);
       }
     }
     const float s = padding || row.degenerate ? 0.0f : scale[t] * inverse_temperature(p);
     FRUGAL_UNROLL
-    for (int i = 0; i < I; ++i) {
+    for (int i = 0; i < Items; ++i) {
       const int e = i * 32 + lane;
       if (e >= E) continue;
       const float v = row.x[i] > -INFINITY ? s * g[i] : 0.0f;

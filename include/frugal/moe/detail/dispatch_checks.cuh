@@ -3,6 +3,11 @@
 #pragma once
 
 #include <frugal/config.cuh>
+
+#if !FRUGAL_KERNEL_CODE
+#error "frugal: frugal/moe/detail/dispatch_checks.cuh holds kernels; compile it with nvcc, or with the host compiler in host SIMT mode (frugal::host_simt)"
+#endif
+
 #include <frugal/core/byte_range.cuh>
 #include <frugal/core/launch.cuh>
 #include <frugal/core/vector_io.cuh>

@@ -11,6 +11,7 @@
 #include "support/test_support.hpp"
 
 using namespace frugal;
+using test::same_bits;
 
 namespace {
 
@@ -20,11 +21,6 @@ std::vector<T> random_values(std::int64_t n, std::mt19937_64& rng) {
   std::vector<T> v(static_cast<std::size_t>(n));
   for (auto& x : v) x = from_float<T>(normal(rng));
   return v;
-}
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 // One tensor of the list: device key, query and optional copy, and the expected result.

@@ -13,6 +13,7 @@
 #include "support/test_support.hpp"
 
 using namespace frugal;
+using test::same_bits;
 
 namespace {
 
@@ -52,11 +53,6 @@ std::vector<T> random_rows(std::int64_t rows, int hidden, std::mt19937_64& rng, 
   std::normal_distribution<float> normal(0.0f, spread);
   for (auto& v : x) v = from_float<T>(normal(rng));
   return x;
-}
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 template <class Index>

@@ -15,6 +15,7 @@
 #include "support/test_support.hpp"
 
 using namespace frugal;
+using test::same_bits;
 
 namespace {
 
@@ -69,11 +70,6 @@ struct moe_step {
     return moe::combine(permuted.data(), moe::plan_maps(po), weights.data(), nullptr, out.data(), shape, stream);
   }
 };
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
 
 struct step_inputs {
   std::vector<float> logits;

@@ -16,6 +16,7 @@
 using frugal::sparse::nm;
 using frugal::sparse::nm_report;
 using frugal::test::device_buffer;
+using frugal::test::same_bits;
 
 namespace {
 
@@ -48,11 +49,6 @@ void require_same_report(const nm_report& got, const nm_report& want) {
   CHECK(got.most_nonzeros == want.most_nonzeros);
   CHECK(got.invalid_windows == want.invalid_windows);
   CHECK(got.first_invalid == want.first_invalid);
-}
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 // Prune (with the mask recorded), compress with that mask, compress the pruned dense without a

@@ -15,13 +15,9 @@
 using frugal::sparse::nm;
 using frugal::sparse::nm_report;
 using frugal::test::device_buffer;
+using frugal::test::same_bits;
 
 namespace {
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
 
 template <class P, class Optimizer, class G, class TV>
 void check_steps(std::int64_t rows, std::int64_t k, Optimizer opt, int steps, unsigned long long seed) {

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -72,5 +73,11 @@ inline void synchronize() {
   const unsigned long long name##_seed = (seed); \
   INFO("seed = " << name##_seed);            \
   std::mt19937_64 name(name##_seed)
+
+//! Whether two vectors hold the same bytes (bit for bit: -0.0 differs from 0.0, NaN payloads count).
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
 
 }  // namespace frugal::test

@@ -68,8 +68,7 @@ status combine(const T* y, const dispatch_maps_of<Index>& maps, const W* weights
                                  shape));
   FRUGAL_TRY(detail::check_rows<T>("frugal::moe::combine: hidden must be a positive multiple of 16 / sizeof(T)",
                                    "frugal::moe::combine: y, residual and out must be 16-byte aligned", shape.hidden, {y, residual, out}));
-  FRUGAL_TRY(detail::check_strides<T>("frugal::moe::combine: ld_tokens and ld_rows must be 0 or at least hidden, in whole 16-byte vectors", shape));
-  FRUGAL_TRY(detail::check_strides<OutT>("frugal::moe::combine: ld_tokens must be in whole 16-byte vectors of the output type", shape));
+  FRUGAL_TRY((detail::check_strides<OutT, T>("frugal::moe::combine: ld_tokens and ld_rows must be 0 or at least hidden, in whole 16-byte vectors", shape)));
   if (shape.tokens == 0) return status{};
   if (!maps.slot_to_row || !out || (!y && shape.rows > 0)) return status::invalid("frugal::moe::combine: null pointer");
   const std::int64_t slots = shape.tokens * shape.k;

@@ -174,9 +174,10 @@ double softmax_rows(const logits& l, Pos pos, double eps, double weight, std::ve
   return weight * total / double(l.n);
 }
 
-// The same down the columns of Z (column j against row q(j)): CLIP's second direction.
+// The same down the columns of Z (column j against row q(j)): CLIP's second direction; column
+// j's loss (times `weight`) is added to row_loss[j].
 template <class Pos>
-double softmax_cols(const logits& l, Pos pos, double eps, double weight, std::vector<double>& g) {
+double softmax_cols(const logits& l, Pos pos, double eps, double weight, std::vector<double>& g, std::vector<double>* row_loss) {
   double total = 0.0;
   std::vector<double> col(std::size_t(l.n));
   for (std::int64_t j = 0; j < l.m; ++j) {
@@ -185,7 +186,9 @@ double softmax_cols(const logits& l, Pos pos, double eps, double weight, std::ve
     mean_z /= double(l.n);
     const double lse = logsumexp(col.data(), l.n, [](std::int64_t) { return true; });
     const std::int64_t q = pos(j);
-    total += lse - (1.0 - eps) * col[std::size_t(q)] - eps * mean_z;
+    const double lj = lse - (1.0 - eps) * col[std::size_t(q)] - eps * mean_z;
+    total += lj;
+    if (row_loss) (*row_loss)[std::size_t(j)] += weight * lj;
     for (std::int64_t i = 0; i < l.n; ++i)
       g[std::size_t(i * l.m + j)] += weight / double(l.m) * (std::exp(col[std::size_t(i)] - lse) - (i == q ? 1.0 - eps : 0.0) - eps / double(l.n));
   }
@@ -240,15 +243,7 @@ contrast_result clip(const T* x, const T* y, std::int64_t n, int d, const contra
   auto same = [](std::int64_t i) { return i; };
   r.loss = detail::softmax_rows(l, same, so.label_smoothing, 0.5, g, &r.row_loss);
   std::vector<double> col_g(std::size_t(n * n), 0.0);
-  r.loss += detail::softmax_cols(l, same, so.label_smoothing, 0.5, col_g);
-  // per-column losses, added to row_loss[j] (the pair j)
-  for (std::int64_t j = 0; j < n; ++j) {
-    std::vector<double> col(static_cast<std::size_t>(n));
-    double mean_z = 0.0;
-    for (std::int64_t i = 0; i < n; ++i) mean_z += (col[std::size_t(i)] = l.at(i, j));
-    const double lse = detail::logsumexp(col.data(), n, [](std::int64_t) { return true; });
-    r.row_loss[std::size_t(j)] += 0.5 * (lse - (1.0 - so.label_smoothing) * col[std::size_t(j)] - so.label_smoothing * mean_z / double(n));
-  }
+  r.loss += detail::softmax_cols(l, same, so.label_smoothing, 0.5, col_g, &r.row_loss);  // column j: the pair j
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = upstream * (g[i] + col_g[i]);
   detail::chain_rule(ex, ey, l, g, o, t.passes_gradient, r);
   r.d_bias = 0.0;

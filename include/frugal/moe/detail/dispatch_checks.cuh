@@ -41,11 +41,12 @@ inline status check_counts(const char* message, std::int64_t tokens, std::int64_
 // The sizes of a permute or combine (check_counts' rule); message: the entry point's own.
 inline status check_shape(const char* message, const dispatch_shape& s) { return check_counts(message, s.tokens, s.rows, s.k); }
 
-// Row strides: 0 (hidden), or at least hidden and whole 16-byte vectors of T (rows stay aligned).
-template <class T>
+// Row strides: 0 (hidden), or at least hidden and whole 16-byte vectors of the rows' element type
+// (TokenT for the token-side arrays, RowT for the expert-major buffer), so rows stay aligned.
+template <class TokenT, class RowT = TokenT>
 status check_strides(const char* message, const dispatch_shape& s) {
-  for (std::int64_t ld : {s.ld_tokens, s.ld_rows})
-    if (ld != 0 && (ld < s.hidden || ld % dispatch_vector<T> != 0 || ld > (std::int64_t(1) << 40))) return status::invalid(message);
+  auto fits = [&](std::int64_t ld, int vector) { return ld == 0 || (ld >= s.hidden && ld % vector == 0 && ld <= (std::int64_t(1) << 40)); };
+  if (!fits(s.ld_tokens, dispatch_vector<TokenT>) || !fits(s.ld_rows, dispatch_vector<RowT>)) return status::invalid(message);
   return status{};
 }
 

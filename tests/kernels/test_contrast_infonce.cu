@@ -133,8 +133,8 @@ TEST_CASE("infonce_forward: argument checks") {
   so.row_offset = 5;  // rows 0..3 need columns 5..8: one past the end
   CHECK(std::strstr(contrast::infonce_forward(ws.data(), bytes, x.data(), y.data(), out, {4, 8, 8}, {}, so).message(), "row_offset") != nullptr);
   contrast::logit_options o;
-  o.normalize = true;
-  CHECK(contrast::infonce_forward(ws.data(), bytes, x.data(), y.data(), out, {4, 8, 8}, o).code() == errc::unsupported);
+  o.bias = 1.0f;  // SigLIP's
+  CHECK(std::strstr(contrast::infonce_forward(ws.data(), bytes, x.data(), y.data(), out, {4, 8, 8}, o).message(), "bias") != nullptr);
   o = {};
   o.log_scale = NAN;
   CHECK(contrast::infonce_forward(ws.data(), bytes, x.data(), y.data(), out, {4, 8, 8}, o).code() == errc::invalid_argument);

@@ -57,6 +57,8 @@ class block_gemm {
   //! or b[k * ldb + col] (row_major). Rows, columns and K beyond these read as zeros.
   //! vector_loads: a and b 16-byte aligned and lda, ldb whole 16-byte multiples, so that every
   //! chunk is one cp.async; otherwise elements are loaded one by one (any alignment, slower).
+  //! a_elementwise: A is loaded element by element whatever vector_loads says: for an A in
+  //! shared memory (cp.async reads only global memory), such as a tile the block just computed.
   struct operands {
     const T* a;
     std::int64_t lda;
@@ -66,6 +68,7 @@ class block_gemm {
     int cols;
     std::int64_t k;
     bool vector_loads;
+    bool a_elementwise = false;
   };
 
   FRUGAL_DEVICE explicit block_gemm(TempStorage& storage) : smem_(storage.bytes) {}
@@ -157,7 +160,7 @@ class block_gemm {
       const std::int64_t k = k0 + c * chunk_elements;
       const bool in = row < op.rows;
       copy_chunk(sa + swizzled_chunk(row, c, Tile::k_chunks) * 16, op.a, in ? row * op.lda + k : 0,
-                 in ? clamp_elements(op.k - k) : 0, op.vector_loads);
+                 in ? clamp_elements(op.k - k) : 0, op.vector_loads && !op.a_elementwise);
     }
     FRUGAL_UNROLL
     for (int it = 0; it < Tile::b_chunks / Tile::threads; ++it) {

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// NT-Xent, SupCon and SigLIP, fused forward and backward, against the fp64 references: the loss,
+// NT-Xent, SupCon, SigLIP and MoCo, fused forward and backward, against the fp64 references: the loss,
 // per-row losses, accuracy, every gradient (rows, columns, log-scale, SigLIP bias); adversarial
 // inputs (exact duplicates, one class, every sample its own class, a zero row under
 // normalisation, N = 2 views, scale 100 with logits near 100, D over a 256 slice, sizes not tile
-// multiples); bit for bit run to run; argument checks.
+// multiples, an empty MoCo queue, a queue entry equal to the positive key); bit for bit run to run;
+// argument checks.
+#include <frugal/contrast/moco.cuh>
 #include <frugal/contrast/self_supervised.cuh>
 #include <frugal/contrast/siglip.cuh>
 #include <frugal/reference/contrastive.hpp>
@@ -202,7 +204,59 @@ TEST_CASE("siglip: forward, the backward with its forward riding along, every gr
   }
 }
 
-TEST_CASE("nt_xent, supcon, siglip: argument checks") {
+TEST_CASE("moco: forward and backward against the fp64 reference, an empty queue, a queued copy of the positive key") {
+  struct moco_case {
+    std::int64_t n, queued;
+    int dim;
+    bool normalize, copy_key;
+    unsigned long long seed;
+  };
+  for (const moco_case c : {moco_case{70, 150, 40, true, false, 71}, moco_case{64, 0, 32, true, false, 72}, moco_case{33, 300, 300, true, true, 73},
+                            moco_case{100, 129, 24, false, false, 74}}) {
+    FRUGAL_SEEDED_RNG(rng, c.seed);
+    INFO("N " << c.n << " queued " << c.queued << " D " << c.dim << " normalize " << c.normalize << " copy_key " << c.copy_key);
+    const auto q = random_rows<__nv_bfloat16>(c.n, c.dim, c.normalize ? 1.0f : 0.3f, rng);
+    const auto k = random_rows<__nv_bfloat16>(c.n, c.dim, c.normalize ? 1.0f : 0.3f, rng);
+    auto queue = random_rows<__nv_bfloat16>(c.queued, c.dim, c.normalize ? 1.0f : 0.3f, rng);
+    if (c.copy_key)  // queue row 5 = key 3: an exact tie with query 3's positive, which wins it
+      for (int d = 0; d < c.dim; ++d) queue[std::size_t(5 * c.dim + d)] = k[std::size_t(3 * c.dim + d)];
+    contrast::logit_options o;
+    o.normalize = c.normalize;
+    o.log_scale = c.normalize ? std::log(1.0f / 0.07f) : 1.0f;
+    const auto ref = reference::moco(q.data(), k.data(), c.n, queue.data(), c.queued, c.dim, o, 1.5);
+    test::device_buffer<__nv_bfloat16> d_q(q), d_k(k), d_queue(queue.empty() ? std::vector<__nv_bfloat16>(1) : queue);
+    const auto un = std::size_t(c.n);
+    const contrast::moco_shape shape{c.n, c.queued, c.dim};
+    test::device_buffer<float> loss(1), acc(1), lse(un), row_loss(un), d_rows(un * std::size_t(c.dim)), d_scale(1), up(std::vector<float>{1.5f});
+    const contrast::infonce_outputs out{loss.data(), lse.data(), row_loss.data(), acc.data()};
+    std::size_t bytes = 0;
+    FRUGAL_REQUIRE_OK(contrast::moco_forward(nullptr, bytes, d_q.data(), d_k.data(), d_queue.data(), out, shape, o));
+    test::device_buffer<unsigned char> ws(bytes);
+    FRUGAL_REQUIRE_OK(contrast::moco_forward(ws.data(), bytes, d_q.data(), d_k.data(), d_queue.data(), out, shape, o));
+    const contrast::contrast_gradients<float> grads{d_rows.data(), nullptr, d_scale.data()};
+    FRUGAL_REQUIRE_OK(contrast::moco_backward(nullptr, bytes, d_q.data(), d_k.data(), d_queue.data(), lse.data(), up.data(), grads, shape, o));
+    test::device_buffer<unsigned char> ws2(bytes);
+    FRUGAL_REQUIRE_OK(contrast::moco_backward(ws2.data(), bytes, d_q.data(), d_k.data(), d_queue.data(), lse.data(), up.data(), grads, shape, o));
+    test::synchronize();
+    CHECK(close(loss.download()[0], ref.loss, 1e-4));
+    const auto rows = row_loss.download();
+    for (std::size_t i = 0; i < un; ++i)
+      if (!close(rows[i], ref.row_loss[i], 1e-4)) FAIL("row " << i << " loss " << rows[i] << " vs " << ref.row_loss[i]);
+    CHECK(acc.download()[0] == doctest::Approx(ref.row_accuracy).epsilon(1e-6));
+    const auto first = d_rows.download();
+    CHECK(relative_error(first, ref.d_rows) <= gradient_tol);
+    CHECK(close(d_scale.download()[0], ref.d_log_scale, gradient_tol));
+    if (c.queued == 0) {
+      CHECK(loss.download()[0] == 0.0f);
+      CHECK(std::all_of(first.begin(), first.end(), [](float g) { return g == 0.0f; }));
+    }
+    FRUGAL_REQUIRE_OK(contrast::moco_backward(ws2.data(), bytes, d_q.data(), d_k.data(), d_queue.data(), lse.data(), up.data(), grads, shape, o));
+    test::synchronize();
+    CHECK(same_bits(d_rows.download(), first));
+  }
+}
+
+TEST_CASE("nt_xent, supcon, siglip, moco: argument checks") {
   test::device_buffer<__nv_bfloat16> x(64);
   test::device_buffer<float> loss(1), lse(8), d_rows(64), d_cols(64);
   test::device_buffer<std::int32_t> labels(8);
@@ -224,6 +278,19 @@ TEST_CASE("nt_xent, supcon, siglip: argument checks") {
   CHECK(std::strstr(contrast::siglip_forward(nullptr, bytes, x.data(), x.data(), contrast::siglip_outputs{loss.data()}, {4, 8, 8}, {}, 5).message(),
                     "row_offset") != nullptr);
   o = {};
+  o.log_scale = o.max_log_scale = 90.0f;  // exp(90) overflows fp32
+  CHECK(std::strstr(contrast::siglip_forward(nullptr, bytes, x.data(), x.data(), contrast::siglip_outputs{loss.data()}, {4, 8, 8}, o).message(), "80") !=
+        nullptr);
+  o = {};
   o.max_log_scale = -1.0f;  // min > max
   CHECK(contrast::siglip_forward(nullptr, bytes, x.data(), x.data(), contrast::siglip_outputs{loss.data()}, {4, 8, 8}, o).code() == errc::invalid_argument);
+  FRUGAL_REQUIRE_OK(contrast::moco_backward(nullptr, bytes, x.data(), x.data(), x.data(), lse.data(), nullptr, contrast::contrast_gradients<float>{d_rows.data()},
+                                            contrast::moco_shape{4, 4, 8}));
+  test::device_buffer<unsigned char> ws3(bytes);
+  CHECK(std::strstr(contrast::moco_backward(ws3.data(), bytes, x.data(), x.data(), x.data(), lse.data(), nullptr,
+                                            contrast::contrast_gradients<float>{d_rows.data(), d_cols.data()}, contrast::moco_shape{4, 4, 8})
+                        .message(),
+                    "no gradient") != nullptr);
+  CHECK(contrast::moco_forward(nullptr, bytes, x.data(), x.data(), x.data(), contrast::infonce_outputs{loss.data()}, contrast::moco_shape{-1, 4, 8}).code() ==
+        errc::invalid_argument);
 }

@@ -74,6 +74,7 @@ enum class pairing : int {
   diagonal,  //!< row i's positive is column offset + i (InfoNCE, CLIP, SigLIP, the local loss)
   views,     //!< 2H views: i and i + H (mod 2H) are positives (NT-Xent)
   labels,    //!< same label (SupCon)
+  none,      //!< no positive among the partners (MoCo's queue; its positive key is apart)
 };
 
 struct pair_rule {
@@ -84,9 +85,14 @@ struct pair_rule {
   bool exclude_self = false;
 
   FRUGAL_HOST_DEVICE std::int64_t row_key(std::int64_t i) const {
-    return kind == pairing::diagonal ? offset + i : kind == pairing::views ? (i < half ? i + half : i - half) : std::int64_t(labels[i]);
+    return kind == pairing::diagonal ? offset + i
+           : kind == pairing::views  ? (i < half ? i + half : i - half)
+           : kind == pairing::labels ? std::int64_t(labels[i])
+                                     : std::int64_t(-1);  // column keys are >= 0 or labels; none: never a match
   }
-  FRUGAL_HOST_DEVICE std::int64_t col_key(std::int64_t j) const { return kind == pairing::labels ? std::int64_t(labels[j]) : j; }
+  FRUGAL_HOST_DEVICE std::int64_t col_key(std::int64_t j) const {
+    return kind == pairing::labels ? std::int64_t(labels[j]) : kind == pairing::none ? INT64_MIN : j;
+  }
 };
 
 namespace detail {
@@ -102,6 +108,9 @@ template <class T>
 using gradient_tile = gemm_tile<T, matrix_order::row_major, 64, 256, int(64 / sizeof(T)), 2, 4, 2>;
 
 inline constexpr int gradient_slice = 256;
+// The most rows (anchors or partners) a loss takes: the row kernels' grids (8 rows a block) stay
+// within 2^31 blocks.
+inline constexpr std::int64_t max_rows = std::int64_t(1) << 34;
 inline constexpr int gradient_g_ld = 64 + 8;  // G's row pitch in shared memory (elements)
 template <class T>
 inline constexpr int gradient_shared_bytes =
@@ -117,7 +126,7 @@ struct score_params {
   const float* anchor_inv_norm;   // 1 / max(|a|, eps) per anchor, or nullptr (not normalised)
   const float* partner_inv_norm;  // the same for partners
   pair_rule rule;
-  bool transposed;    // anchors are the columns of Z (row rule roles exchanged)
+  bool transposed;    // anchors are the columns of Z (row rule roles exchanged); gradient pass only
   bool vector_loads;  // A and B 16-byte aligned with D a whole number of chunks
 };
 
@@ -215,6 +224,9 @@ struct anchor_outputs {
   float* correct;
   float* positives;
   float smoothing;  // label smoothing eps (diagonal softmax losses only)
+  // MoCo: each anchor's positive logit, computed apart (its key is not a partner), merged
+  // first: ties go to it, and top-1 is right when it stays the first maximum. Or nullptr.
+  const float* apart_positive = nullptr;
 };
 
 // A block per 64 anchors over every 64-partner tile; the four lanes of a quad and the warps that
@@ -264,20 +276,24 @@ __global__ void __launch_bounds__(score_tile<T, 2, 4>::threads)
       for (int h = 0; h < 2; ++h) across_warps[wn][wm * Tile::warp_m + mi * 16 + g + 8 * h] = stats[mi][h];
   __syncthreads();
   for (int r = int(threadIdx.x); r < rows; r += Tile::threads) {
-    stats_t s = across_warps[0][r];
-    FRUGAL_UNROLL
-    for (int w = 1; w < Tile::warps_n; ++w) s.merge(across_warps[w][r]);
     const std::int64_t row = row0 + r;
+    stats_t s = stats_t::empty();
+    if (out.apart_positive) s.add(out.apart_positive[row], -1, true);
+    FRUGAL_UNROLL
+    for (int w = 0; w < Tile::warps_n; ++w) s.merge(across_warps[w][r]);
     float loss;
     if constexpr (Sigmoid) {
       loss = s.sum;
     } else {
       const float lse = s.sum > 0.0f ? s.max + logf(s.sum) : -INFINITY;  // no partner at all: -inf
       if (out.lse) out.lse[row] = lse;
-      loss = s.count_pos > 0.0f ? lse - (1.0f - out.smoothing) * (s.sum_pos / s.count_pos) - out.smoothing * (s.sum_z / float(p.partners)) : 0.0f;
+      loss = s.count_pos > 0.0f ? lse - (1.0f - out.smoothing) * (s.sum_pos / s.count_pos) : 0.0f;
+      if (out.smoothing != 0.0f) loss -= out.smoothing * (s.sum_z / float(p.partners));  // (no partner: no smoothing)
     }
     out.loss[row] = loss;
-    if (out.correct) out.correct[row] = s.best_col != INT64_MAX && p.rule.col_key(s.best_col) == p.rule.row_key(row) ? 1.0f : 0.0f;
+    if (out.correct)
+      out.correct[row] = out.apart_positive ? (s.best_col == -1 ? 1.0f : 0.0f)
+                         : s.best_col != INT64_MAX && p.rule.col_key(s.best_col) == p.rule.row_key(row) ? 1.0f : 0.0f;
     if (out.positives) out.positives[row] = s.count_pos;
   }
 }
@@ -379,6 +395,11 @@ __global__ void __launch_bounds__(256)
   const gradient_side& other = sp.transposed ? p.row_side : p.col_side;
   const float own_factor = side_factor(own, p.upstream), other_factor = side_factor(other, p.upstream);
   const float sig_weight = p.row_side.weight * side_factor(p.row_side, p.upstream);
+  // G goes into the product in units of its largest weight (W ~ u/N would push fp16 entries of
+  // order 1/(N M) into subnormals), times 2^8 more for fp16 so that probabilities down to ~1/M
+  // stay normal; the product is scaled back in fp32.
+  const float weight_unit = fmaxf(fmaxf(fabsf(own.weight * own_factor), fabsf(other.weight * other_factor)), fabsf(Sigmoid ? sig_weight : 0.0f));
+  const float g_scale = (std::is_same_v<T, __half> ? 256.0f : 1.0f) / (weight_unit > 0.0f ? weight_unit : 1.0f);
   float row_scale[STile::mma_m][2];
   std::int64_t row_key[STile::mma_m][2];
   side_values own_v[STile::mma_m][2];
@@ -435,9 +456,11 @@ __global__ void __launch_bounds__(256)
               g_sum += gz;
             }
             // G B_hat = sum_j (G_ij / |b_j|) b_j: the partner's norm folds into G. fp16 saturates
-            // rather than overflow: a zero row (1 / eps) then still contributes 0, not inf * 0.
-            float folded = gz * col_scale;
-            if constexpr (std::is_same_v<T, __half>) folded = fminf(fmaxf(folded, -65504.0f), 65504.0f);
+            // rather than overflow (a zero row, 1 / eps, then still contributes 0, not inf * 0);
+            // a NaN stays a NaN.
+            float folded = gz * col_scale * g_scale;
+            if constexpr (std::is_same_v<T, __half>)
+              if (fabsf(folded) > 65504.0f) folded = copysignf(65504.0f, folded);
             g_tile[r * gradient_g_ld + c] = from_float<T>(folded);
           }
       }
@@ -464,7 +487,7 @@ __global__ void __launch_bounds__(256)
           for (int e = 0; e < 2; ++e) {
             const int c = pwn * PTile::warp_n + ni * 8 + 2 * t + e;
             if (c >= slice_cols) continue;
-            const float v = sp.scale * dacc.f[mi][ni].x[2 * h + e];
+            const float v = sp.scale * dacc.f[mi][ni].x[2 * h + e] / g_scale;
             d_anchor[row * sp.dim + slice0 + c] = from_float<Out>(v);
             dot += to_float(a[row * sp.dim + slice0 + c]) * inv * v;
           }
@@ -547,6 +570,36 @@ __global__ void __launch_bounds__(row_threads)
   }
 }
 
+// MoCo's positive logits, apart from the partners: z0_i = s <q_i, k_i> / (|q_i| |k_i|), a warp
+// per row in a fixed order.
+template <class T>
+__global__ void __launch_bounds__(row_threads)
+    positive_logits_kernel(const T* __restrict__ q, const T* __restrict__ k, const float* __restrict__ inv_q, const float* __restrict__ inv_k,
+                           std::int64_t n, int dim, float scale, float* __restrict__ out) {
+  const std::int64_t row = std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32;
+  if (row >= n) return;
+  float s = 0.0f;
+  for (int c = int(lane_index()); c < dim; c += 32) s += to_float(q[row * dim + c]) * to_float(k[row * dim + c]);
+  s = warp_sum(s);
+  if (lane_index() == 0) out[row] = scale * s * inv_norm_at(inv_q, row) * inv_norm_at(inv_k, row);
+}
+
+// MoCo's positive term of dQ_hat: g_i += c_i k_hat_i, c_i = s w u (exp(z0_i - lse_i) - 1), and
+// the anchor's row dot (slice 0's entry) gains c_i <q_hat_i, k_hat_i> = c_i z0_i / s.
+template <class T, class Out>
+__global__ void __launch_bounds__(row_threads)
+    positive_term_kernel(const T* __restrict__ k, const float* __restrict__ inv_k, const float* __restrict__ z0, const float* __restrict__ lse,
+                         const float* __restrict__ upstream, float weight, float scale, std::int64_t n, int dim, Out* __restrict__ grad,
+                         float* __restrict__ dots) {
+  const std::int64_t row = std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32;
+  if (row >= n) return;
+  const float c = scale * weight * (upstream ? *upstream : 1.0f) * (expf(z0[row] - lse[row]) - 1.0f);
+  const float inv = inv_norm_at(inv_k, row);
+  for (int col = int(lane_index()); col < dim; col += 32)
+    grad[row * dim + col] = from_float<Out>(to_float(grad[row * dim + col]) + c * to_float(k[row * dim + col]) * inv);
+  if (lane_index() == 0) dots[row] += c * z0[row] / scale;
+}
+
 inline constexpr int sum_threads = 256;
 
 // out = factor * (sum of values[0..n)) / divisor (a device float, when given; 0 when it is not
@@ -591,8 +644,8 @@ bool vector_loadable(const T* a, const T* b, int dim) {
 template <class T>
 status launch_inverse_norms(const T* x, std::int64_t n, int dim, float* out, cudaStream_t stream) {
   if (n <= 0) return status{};
-  const std::int64_t blocks = (n + row_threads / 32 - 1) / (row_threads / 32);
-  return launch(inverse_norms_kernel<T>, launch_config{dim3(unsigned(blocks)), dim3(row_threads), 0, stream}, x, n, dim, out);
+  return launch(inverse_norms_kernel<T>, launch_config{dim3(unsigned((n + row_threads / 32 - 1) / (row_threads / 32))), dim3(row_threads), 0, stream},
+                x, n, dim, out);
 }
 
 // The inverse norms of the rows and of the columns, when normalising (the pointers are null
@@ -615,10 +668,21 @@ status stats_pass(const T* a, const T* b, const score_params& p, const anchor_ou
   return launch(kernel, launch_config{dim3(unsigned(blocks)), dim3(Tile::threads), std::size_t(Tile::shared_bytes), stream}, a, b, p, out);
 }
 
-// The gradient pass over all anchors: dA_hat into d_anchor, then back through the norm when the
-// anchors are normalised (p.score.anchor_inv_norm). dots: [slices][anchors] floats.
+inline dim3 row_grid(std::int64_t rows) { return dim3(unsigned((rows + row_threads / 32 - 1) / (row_threads / 32))); }
+
+// Back through the normalisation of the anchors (when they are normalised).
+template <class T, class Out>
+status launch_unnormalize(const T* a, const score_params& sp, const float* dots, Out* d_anchor, cudaStream_t stream) {
+  if (sp.anchor_inv_norm == nullptr || sp.anchors <= 0) return status{};
+  return launch(unnormalize_kernel<T, Out>, launch_config{row_grid(sp.anchors), dim3(row_threads), 0, stream}, a, sp.anchor_inv_norm, dots,
+                gradient_slices(sp.dim), sp.anchors, sp.dim, d_anchor);
+}
+
+// The gradient pass over all anchors: dA_hat into d_anchor, then (project) back through the norm
+// when the anchors are normalised (p.score.anchor_inv_norm). dots: [slices][anchors] floats.
 template <class T, class Out, bool Sigmoid>
-status gradient_pass(const T* a, const T* b, const gradient_params& p, Out* d_anchor, const gradient_outputs_raw& out, cudaStream_t stream) {
+status gradient_pass(const T* a, const T* b, const gradient_params& p, Out* d_anchor, const gradient_outputs_raw& out, cudaStream_t stream,
+                     bool project = true) {
   const score_params& sp = p.score;
   if (sp.anchors <= 0) return status{};
   const auto kernel = anchor_gradient_kernel<T, Out, Sigmoid>;
@@ -627,10 +691,7 @@ status gradient_pass(const T* a, const T* b, const gradient_params& p, Out* d_an
   FRUGAL_TRY(launch(kernel,
                     launch_config{dim3(unsigned(blocks), unsigned(gradient_slices(sp.dim))), dim3(256), std::size_t(gradient_shared_bytes<T>), stream},
                     a, b, p, d_anchor, out));
-  if (sp.anchor_inv_norm == nullptr) return status{};
-  const std::int64_t row_blocks = (sp.anchors + row_threads / 32 - 1) / (row_threads / 32);
-  return launch(unnormalize_kernel<T, Out>, launch_config{dim3(unsigned(row_blocks)), dim3(row_threads), 0, stream}, a, sp.anchor_inv_norm,
-                static_cast<const float*>(out.dots), gradient_slices(sp.dim), sp.anchors, sp.dim, d_anchor);
+  return project ? launch_unnormalize(a, sp, static_cast<const float*>(out.dots), d_anchor, stream) : status{};
 }
 
 // out = factor * (sum of n values) [/ *divisor], or 0 when n = 0; or the count of positive values.
@@ -670,6 +731,7 @@ inline gradient_side softmax_side(const float* lse, float weight, float smoothin
 inline const char* invalid_logit_options(const logit_options& o) {
   if (!std::isfinite(o.log_scale) || !std::isfinite(o.min_log_scale) || !std::isfinite(o.max_log_scale) || o.min_log_scale > o.max_log_scale)
     return "frugal::contrast: log_scale and its bounds must be finite, min <= max";
+  if (clamp_log_scale(o).value > 80.0f) return "frugal::contrast: the clamped log_scale must be at most 80 (exp overflows fp32 beyond ~88)";
   if (!std::isfinite(o.bias)) return "frugal::contrast: the bias must be finite";
   return nullptr;
 }

@@ -28,7 +28,7 @@ namespace frugal::contrast {
 namespace detail {
 
 inline const char* invalid_self_shape(std::int64_t n, int dim, const logit_options& o) {
-  if (n < 0 || dim < 1 || n > (std::int64_t(1) << 40)) return "frugal::contrast (NT-Xent, SupCon): n >= 0 and dim >= 1";
+  if (n < 0 || dim < 1 || n > detail::max_rows) return "frugal::contrast (NT-Xent, SupCon): n >= 0 and dim >= 1";
   if (const char* why = invalid_logit_options(o)) return why;
   if (o.bias != 0.0f) return "frugal::contrast (NT-Xent, SupCon): the bias is SigLIP's; the softmax losses take none";
   return nullptr;

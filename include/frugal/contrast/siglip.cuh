@@ -37,7 +37,7 @@ namespace detail {
 
 inline const char* invalid_siglip(const contrast_shape& shape, const logit_options& o, std::int64_t row_offset) {
   const std::int64_t n = shape.rows, m = shape.cols;
-  if (n < 0 || m < 0 || shape.dim < 1 || (n > 0 && m < 1) || n > (std::int64_t(1) << 40) || m > (std::int64_t(1) << 40))
+  if (n < 0 || m < 0 || shape.dim < 1 || (n > 0 && m < 1) || n > detail::max_rows || m > detail::max_rows)
     return "frugal::contrast (SigLIP): rows >= 0, cols >= 1 (when rows > 0), dim >= 1";
   if (row_offset < 0 || row_offset + n > m)
     return "frugal::contrast (SigLIP): the positives row_offset + i must be columns (0 <= row_offset, row_offset + rows <= cols)";

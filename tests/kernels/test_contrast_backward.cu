@@ -112,6 +112,7 @@ TEST_CASE("infonce_backward: every gradient against the fp64 reference, bf16 / f
   check_infonce_backward<float>(80, 129, 32, 49, 0.0f, false, 1.0f, 13);          // tf32
   check_infonce_backward<__nv_bfloat16, __nv_bfloat16>(64, 64, 128, 0, 0.0f, false, 1.0f, 14);  // one tile, bf16 gradients
   check_infonce_backward<__nv_bfloat16>(1, 1, 8, 0, 0.0f, false, 1.0f, 15);       // one pair: every gradient 0
+  check_infonce_backward<__nv_bfloat16>(101, 131, 37, 13, 0.0f, true, 1.0f, 16);  // N, M and D prime
 }
 
 TEST_CASE("infonce_backward: D over one 256-wide slice, fused normalisation with a zero row, a clamped log-scale") {
@@ -134,7 +135,9 @@ TEST_CASE("clip_backward: both gradients and the log-scale against the fp64 refe
     float smoothing;
     unsigned long long seed;
   };
-  for (const clip_case c : {clip_case{150, 48, false, 0.05f, 31}, clip_case{129, 264, true, 0.0f, 32}, clip_case{1, 16, false, 0.0f, 33}}) {
+  // 2048 x 2048: 32 x 32 tiles each way (the fused passes cross a thousand tile pairs).
+  for (const clip_case c : {clip_case{150, 48, false, 0.05f, 31}, clip_case{129, 264, true, 0.0f, 32}, clip_case{1, 16, false, 0.0f, 33},
+                            clip_case{2048, 64, true, 0.0f, 34}}) {
     FRUGAL_SEEDED_RNG(rng, c.seed);
     INFO("N " << c.n << " D " << c.dim << " normalize " << c.normalize);
     const std::int64_t n = c.n;

@@ -186,6 +186,36 @@ struct anchor_stats {
   }
 };
 
+// The four lanes of a quad hold the same rows: butterflies over lanes 1 and 2 apart, then lane 0
+// of each quad leaves its rows' statistics in shared[warp column][row in the block] (the caller
+// syncs before gather_warps).
+template <class Tile, bool Sigmoid>
+FRUGAL_DEVICE void publish_quads(anchor_stats<Sigmoid> (&stats)[Tile::mma_m][2], anchor_stats<Sigmoid> (&shared)[Tile::warps_n][Tile::block_m]) {
+  const int lane = int(lane_index()), warp = int(linear_thread_index() / 32);
+  const int g = lane / 4, wm = warp / Tile::warps_n, wn = warp % Tile::warps_n;
+  FRUGAL_UNROLL
+  for (int mi = 0; mi < Tile::mma_m; ++mi)
+    FRUGAL_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      FRUGAL_UNROLL
+      for (int m = 1; m <= 2; m *= 2) stats[mi][h].merge(stats[mi][h].from_lane(m));
+      if (lane % 4 == 0) shared[wn][wm * Tile::warp_m + mi * 16 + g + 8 * h] = stats[mi][h];
+    }
+}
+
+// Row r's statistics from the warps that share it, merged into `s` in warp order.
+template <class Tile, bool Sigmoid>
+FRUGAL_DEVICE void gather_warps(anchor_stats<Sigmoid>& s, const anchor_stats<Sigmoid> (&shared)[Tile::warps_n][Tile::block_m], int r) {
+  FRUGAL_UNROLL
+  for (int w = 0; w < Tile::warps_n; ++w) s.merge(shared[w][r]);
+}
+
+// Whether a row's first largest logit is one of its positives.
+template <bool Sigmoid>
+FRUGAL_DEVICE float top1_right(const anchor_stats<Sigmoid>& s, const pair_rule& rule, std::int64_t row) {
+  return s.best_col != INT64_MAX && rule.col_key(s.best_col) == rule.row_key(row) ? 1.0f : 0.0f;
+}
+
 // Adds one accumulator tile of raw dot products to each row's statistics (Tile's register
 // layout: lane g + 8h of an m16n8 tile holds row g + 8h, columns 2t and 2t + 1).
 template <class Tile, bool Sigmoid, class Acc>
@@ -240,7 +270,7 @@ __global__ void __launch_bounds__(score_tile<T, 2, 4>::threads)
   __shared__ stats_t across_warps[Tile::warps_n][Tile::block_m];
   gemm block(*dynamic_shared<typename gemm::TempStorage>());
   const int lane = int(lane_index()), warp = int(linear_thread_index() / 32);
-  const int g = lane / 4, t = lane % 4, wm = warp / Tile::warps_n, wn = warp % Tile::warps_n;
+  const int g = lane / 4, wm = warp / Tile::warps_n;
   const std::int64_t row0 = std::int64_t(blockIdx.x) * Tile::block_m;
   const int rows = int(p.anchors - row0 < Tile::block_m ? p.anchors - row0 : Tile::block_m);
   stats_t stats[Tile::mma_m][2];
@@ -263,24 +293,13 @@ __global__ void __launch_bounds__(score_tile<T, 2, 4>::threads)
     block.multiply(typename gemm::operands{a + row0 * p.dim, p.dim, rows, b + col0 * p.dim, p.dim, cols, p.dim, p.vector_loads}, acc);
     add_tile<Tile>(stats, acc, p, row0, col0, cols, row_scale, row_key);
   }
-  FRUGAL_UNROLL
-  for (int mi = 0; mi < Tile::mma_m; ++mi)
-    FRUGAL_UNROLL
-    for (int h = 0; h < 2; ++h)
-      FRUGAL_UNROLL
-      for (int m = 1; m <= 2; m *= 2) stats[mi][h].merge(stats[mi][h].from_lane(m));
-  if (t == 0)
-    FRUGAL_UNROLL
-    for (int mi = 0; mi < Tile::mma_m; ++mi)
-      FRUGAL_UNROLL
-      for (int h = 0; h < 2; ++h) across_warps[wn][wm * Tile::warp_m + mi * 16 + g + 8 * h] = stats[mi][h];
+  publish_quads<Tile>(stats, across_warps);
   __syncthreads();
   for (int r = int(threadIdx.x); r < rows; r += Tile::threads) {
     const std::int64_t row = row0 + r;
     stats_t s = stats_t::empty();
     if (out.apart_positive) s.add(out.apart_positive[row], -1, true);
-    FRUGAL_UNROLL
-    for (int w = 0; w < Tile::warps_n; ++w) s.merge(across_warps[w][r]);
+    gather_warps<Tile>(s, across_warps, r);
     float loss;
     if constexpr (Sigmoid) {
       loss = s.sum;
@@ -292,8 +311,7 @@ __global__ void __launch_bounds__(score_tile<T, 2, 4>::threads)
     }
     out.loss[row] = loss;
     if (out.correct)
-      out.correct[row] = out.apart_positive ? (s.best_col == -1 ? 1.0f : 0.0f)
-                         : s.best_col != INT64_MAX && p.rule.col_key(s.best_col) == p.rule.row_key(row) ? 1.0f : 0.0f;
+      out.correct[row] = out.apart_positive ? (s.best_col == -1 ? 1.0f : 0.0f) : top1_right(s, p.rule, row);
     if (out.positives) out.positives[row] = s.count_pos;
   }
 }
@@ -502,16 +520,7 @@ __global__ void __launch_bounds__(256)
       FRUGAL_UNROLL
       for (int h = 0; h < 2; ++h) across_warps[pwn][pwm * PTile::warp_m + mi * 16 + g + 8 * h] = dots[mi][h];
   // The sigmoid loss's forward rides along in slice 0: its per-anchor statistics.
-  if (Sigmoid && first_slice && out.row_loss) {
-    FRUGAL_UNROLL
-    for (int mi = 0; mi < STile::mma_m; ++mi)
-      FRUGAL_UNROLL
-      for (int h = 0; h < 2; ++h) {
-        FRUGAL_UNROLL
-        for (int m = 1; m <= 2; m *= 2) stats[mi][h].merge(stats[mi][h].from_lane(m));
-        if (t == 0) ride_along[swn][swm * STile::warp_m + mi * 16 + g + 8 * h] = stats[mi][h];
-      }
-  }
+  if (Sigmoid && first_slice && out.row_loss) publish_quads<STile>(stats, ride_along);
   __syncthreads();
   for (int r = int(threadIdx.x); r < rows; r += 256) {
     float dot = across_warps[0][r];
@@ -519,12 +528,10 @@ __global__ void __launch_bounds__(256)
     for (int w = 1; w < PTile::warps_n; ++w) dot += across_warps[w][r];
     out.dots[std::int64_t(blockIdx.y) * sp.anchors + row0 + r] = dot;
     if (Sigmoid && first_slice && out.row_loss) {
-      anchor_stats<true> s = ride_along[0][r];
-      FRUGAL_UNROLL
-      for (int w = 1; w < STile::warps_n; ++w) s.merge(ride_along[w][r]);
+      anchor_stats<true> s = anchor_stats<true>::empty();  // as the statistics pass does: the same bits
+      gather_warps<STile>(s, ride_along, r);
       out.row_loss[row0 + r] = s.sum;
-      if (out.row_correct)
-        out.row_correct[row0 + r] = s.best_col != INT64_MAX && sp.rule.col_key(s.best_col) == sp.rule.row_key(row0 + r) ? 1.0f : 0.0f;
+      if (out.row_correct) out.row_correct[row0 + r] = top1_right(s, sp.rule, row0 + r);
     }
   }
   if (out.g_sums && first_slice) {
@@ -537,17 +544,23 @@ __global__ void __launch_bounds__(256)
 
 inline constexpr int row_threads = 256;  // 8 warps, a warp per row
 
+// The row this warp owns in the O(N D) kernels.
+FRUGAL_DEVICE std::int64_t warp_row() { return std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32; }
+
+// <a_row, b_row> by one warp: lanes over D, then the butterfly, in a fixed order.
+template <class T>
+FRUGAL_DEVICE float warp_row_dot(const T* a, const T* b, std::int64_t row, int dim) {
+  float s = 0.0f;
+  for (int c = int(lane_index()); c < dim; c += 32) s += to_float(a[row * dim + c]) * to_float(b[row * dim + c]);
+  return warp_sum(s);
+}
+
 // 1 / max(|x_i|, eps) per row: a warp per row, lanes over D in a fixed order.
 template <class T>
 __global__ void __launch_bounds__(row_threads) inverse_norms_kernel(const T* __restrict__ x, std::int64_t n, int dim, float* __restrict__ out) {
-  const std::int64_t row = std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32;
+  const std::int64_t row = warp_row();
   if (row >= n) return;
-  float s = 0.0f;
-  for (int c = int(lane_index()); c < dim; c += 32) {
-    const float v = to_float(x[row * dim + c]);
-    s += v * v;
-  }
-  s = warp_sum(s);
+  const float s = warp_row_dot(x, x, row, dim);
   if (lane_index() == 0) out[row] = 1.0f / fmaxf(sqrtf(s), norm_eps);
 }
 
@@ -557,7 +570,7 @@ template <class T, class Out>
 __global__ void __launch_bounds__(row_threads)
     unnormalize_kernel(const T* __restrict__ x, const float* __restrict__ inv_norm, const float* __restrict__ dots, int slices,
                        std::int64_t n, int dim, Out* __restrict__ grad) {
-  const std::int64_t row = std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32;
+  const std::int64_t row = warp_row();
   if (row >= n) return;
   float dot = dots[row];
   for (int s = 1; s < slices; ++s) dot += dots[std::int64_t(s) * n + row];
@@ -576,11 +589,9 @@ template <class T>
 __global__ void __launch_bounds__(row_threads)
     positive_logits_kernel(const T* __restrict__ q, const T* __restrict__ k, const float* __restrict__ inv_q, const float* __restrict__ inv_k,
                            std::int64_t n, int dim, float scale, float* __restrict__ out) {
-  const std::int64_t row = std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32;
+  const std::int64_t row = warp_row();
   if (row >= n) return;
-  float s = 0.0f;
-  for (int c = int(lane_index()); c < dim; c += 32) s += to_float(q[row * dim + c]) * to_float(k[row * dim + c]);
-  s = warp_sum(s);
+  const float s = warp_row_dot(q, k, row, dim);
   if (lane_index() == 0) out[row] = scale * s * inv_norm_at(inv_q, row) * inv_norm_at(inv_k, row);
 }
 
@@ -591,7 +602,7 @@ __global__ void __launch_bounds__(row_threads)
     positive_term_kernel(const T* __restrict__ k, const float* __restrict__ inv_k, const float* __restrict__ z0, const float* __restrict__ lse,
                          const float* __restrict__ upstream, float weight, float scale, std::int64_t n, int dim, Out* __restrict__ grad,
                          float* __restrict__ dots) {
-  const std::int64_t row = std::int64_t(blockIdx.x) * (row_threads / 32) + threadIdx.x / 32;
+  const std::int64_t row = warp_row();
   if (row >= n) return;
   const float c = scale * weight * (upstream ? *upstream : 1.0f) * (expf(z0[row] - lse[row]) - 1.0f);
   const float inv = inv_norm_at(inv_k, row);
